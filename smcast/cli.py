@@ -1,0 +1,127 @@
+"""The ``smcast`` command line: a thin layer over importable functions.
+
+Every command takes ``--config FILE`` (default ``$SMCAST_CONFIG``, else the built-in offline demo
+configuration), ``--set key.path=value`` overrides and ``--verbose``; logs go to stderr, the
+one-line summary to stdout, and errors exit with the codes listed in ``smcast.errors``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import click
+
+from smcast import __version__
+from smcast.config import Config, load_config
+from smcast.errors import ConfigError, SmcastError
+
+log = logging.getLogger("smcast")
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING - 10 * min(verbose + 1, 2)  # default INFO, -v DEBUG
+    logging.basicConfig(level=level, stream=sys.stderr, force=True,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("numcodecs", "asyncio", "fsspec", "urllib3", "cfgrib"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def common(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add --config/--set/--verbose, load the config, and map smcast errors to exit codes."""
+
+    @click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                  help="YAML config file (default: $SMCAST_CONFIG, else the offline demo).")
+    @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                  help="Override a config value, e.g. --set grid.resolution=1 (repeatable).")
+    @click.option("-v", "--verbose", count=True, help="More log output (debug).")
+    @functools.wraps(func)
+    def wrapper(config_path: str | None, overrides: tuple[str, ...], verbose: int,
+                **kwargs: Any) -> None:
+        _setup_logging(verbose)
+        try:
+            cfg = load_config(config_path, overrides)
+            func(cfg, **kwargs)
+        except SmcastError as exc:
+            click.echo(f"smcast: error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("smcast: interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def parse_day(text: str | None, what: str) -> date | None:
+    """``YYYY-MM-DD``, ``today`` or ``yesterday`` (UTC) → date; ConfigError otherwise."""
+    if text is None:
+        return None
+    today = datetime.now(timezone.utc).date()
+    if text == "today":
+        return today
+    if text == "yesterday":
+        return today - timedelta(days=1)
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"{what} {text!r} is not a date; use YYYY-MM-DD, 'today' or "
+                          "'yesterday'") from None
+
+
+@click.group()
+@click.version_option(__version__, prog_name="smcast")
+def main() -> None:
+    """smcast: physically-guided LSTM soil-moisture forecasts from ERA5-Land."""
+
+
+@main.command()
+@click.option("--start", required=True, help="First day, YYYY-MM-DD (UTC).")
+@click.option("--end", required=True, help="Last day, YYYY-MM-DD, 'today' or 'yesterday'.")
+@click.option("--source", "source_name", help="Source name (demo, directory, cds); default from "
+              "the config.")
+@click.option("--input", "input_dir", type=click.Path(file_okay=False),
+              help="Folder of ERA5-Land files for the directory source.")
+@click.option("--store", "store_path", type=click.Path(), help="Store path (overrides the "
+              "config); xarray.open_zarr(PATH) opens the result.")
+@common
+def ingest(cfg: Config, start: str, end: str, source_name: str | None, input_dir: str | None,
+           store_path: str | None) -> None:
+    """Bring days START…END from the source into the daily 0.5° store."""
+    from smcast.ingest.pipeline import ingest as run_ingest
+
+    if input_dir:
+        cfg.source.directory.path = Path(input_dir)
+        source_name = source_name or "directory"
+    summary = run_ingest(cfg, parse_day(start, "--start"), parse_day(end, "--end"),
+                         source_name, Path(store_path) if store_path else None)
+    click.echo(summary.line())
+
+
+@main.command()
+@click.option("--store", "store_path", type=click.Path(), help="Store path (overrides the config).")
+@common
+def info(cfg: Config, store_path: str | None) -> None:
+    """Show the resolved config, the store's coverage and gaps, models and the GPU."""
+    from smcast.info import collect_info
+
+    click.echo(collect_info(cfg, Path(store_path) if store_path else None))
+
+
+@main.command()
+@click.option("--date", "issue_date", default="today", help="Issue date (YYYY-MM-DD or today).")
+@common
+def forecast(cfg: Config, issue_date: str) -> None:
+    """Produce the forecast for an issue date (not implemented yet)."""
+    parse_day(issue_date, "--date")
+    raise SmcastError("`smcast forecast` is not implemented yet: this version ingests data "
+                      "(`smcast ingest`) and reports on it (`smcast info`); forecasting lands "
+                      "with the model and forecast issues")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

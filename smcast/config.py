@@ -1,0 +1,231 @@
+"""smcast's one typed configuration, loaded from YAML.
+
+Resolution order: built-in defaults (the offline demo) ← ``--config FILE`` or ``$SMCAST_CONFIG``
+← ``--set key.path=value`` overrides. Unknown keys are rejected with their path and the valid
+names. Relative paths are taken relative to the current working directory; operational configs
+should use absolute paths (see ``config/operational-*.yaml``).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from smcast.errors import ConfigError
+
+ENV_VAR = "SMCAST_CONFIG"
+
+
+class Section(BaseModel):
+    """Base for every config section: unknown keys are an error, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True,
+                              use_attribute_docstrings=True)
+
+
+class GridConfig(Section):
+    """The store's regular latitude/longitude grid. Cells are bounded at multiples of
+    ``resolution`` (0.5° cells are centred on .25/.75)."""
+
+    resolution: float = Field(0.5, gt=0, le=5)
+    """Cell size in degrees. 360 and 180 must be multiples of it."""
+    area: tuple[float, float, float, float] | None = None
+    """Optional sub-domain [north, west, south, east] in degrees (west/east in -180…180); the
+    edges are rounded outwards to cell bounds. None: the whole globe."""
+    min_land_fraction: float = Field(0.5, ge=0, le=1)
+    """A cell is land when at least this fraction of its area holds valid (non-sea) source data."""
+    exclude_south_of: float | None = -60.0
+    """Cells whose centre lies south of this latitude are never land (the paper drops
+    Antarctica). None keeps them."""
+
+    @field_validator("resolution")
+    @classmethod
+    def _divides_globe(cls, value: float) -> float:
+        for span in (180.0, 360.0):
+            n = span / value
+            if abs(n - round(n)) > 1e-6:
+                raise ValueError(f"{span:g} is not a multiple of {value:g}; use e.g. 0.1, 0.25, "
+                                 "0.5 or 1")
+        return value
+
+    @field_validator("area")
+    @classmethod
+    def _area_order(cls, value: tuple[float, float, float, float] | None):
+        if value is not None:
+            north, west, south, east = value
+            if not (-90 <= south < north <= 90 and -180 <= west < east <= 180):
+                raise ValueError("area must be [north, west, south, east] with south < north "
+                                 "and west < east, longitudes in -180…180")
+        return value
+
+
+class StoreConfig(Section):
+    """The daily Zarr store."""
+
+    path: Path | None = None
+    """Path of the Zarr store; default ``<data_dir>/store.zarr``."""
+    compression_level: int = Field(3, ge=1, le=9)
+    """zstd level for the store's chunks."""
+
+
+class DemoSourceConfig(Section):
+    """The offline demo source: an ERA5-Land-like simulated world on real land cells."""
+
+    seed: int = 42
+    """Random seed of the simulated world (statics and weather)."""
+    epoch: date = date(2020, 1, 1)
+    """First day the demo world exists; it is simulated forward from here. Days before are an
+    error."""
+    latency_days: int = Field(5, ge=0, le=60)
+    """Imitated ERA5-Land latency: the newest day available is today (UTC) minus this."""
+    cache_dir: Path | None = None
+    """Where state checkpoints are cached so later requests need not re-simulate from the
+    epoch; default ``<data_dir>/cache/demo``."""
+
+
+class DirectorySourceConfig(Section):
+    """A local mirror of ERA5-Land NetCDF or GRIB files (old or new CDS layout)."""
+
+    path: Path | None = None
+    """Root directory of the mirror (``smcast ingest --input DIR`` overrides it)."""
+    pattern: str = "**/*.nc"
+    """Glob pattern below ``path`` (``**`` recurses); e.g. ``*.grib`` or ``era5land_*.nc``."""
+    frequency: Literal["hourly", "daily"] = "hourly"
+    """hourly: ERA5-Land hourly files (accumulations since 00 UTC). daily: one value per day —
+    daily means of instantaneous fields and daily totals of accumulated ones."""
+    latency_days: int = Field(0, ge=0, le=60)
+    """Days behind today (UTC) that the mirror is expected to lag; informational for planning."""
+
+
+class CdsSourceConfig(Section):
+    """The Copernicus Climate Data Store through ``cdsapi``. Credentials come from
+    ``~/.cdsapirc`` or ``CDSAPI_URL``/``CDSAPI_KEY`` and are never logged or stored by smcast."""
+
+    mode: Literal["daily", "hourly"] = "daily"
+    """daily: instantaneous variables from ``derived-era5-land-daily-statistics`` (daily_mean)
+    plus accumulated ones as the single 00 UTC step of the next day from
+    ``reanalysis-era5-land`` (1/24 of the hourly volume). hourly: all 24 hours from
+    ``reanalysis-era5-land``."""
+    split: Literal["day", "month"] = "month"
+    """One request per day or per month (months are split at the requested range)."""
+    download_dir: Path | None = None
+    """Where downloaded files are kept (resumable); default ``<data_dir>/downloads/cds``."""
+    retries: int = Field(4, ge=0, le=20)
+    """Retries of a failed request (exponential backoff)."""
+    backoff_seconds: float = Field(30.0, ge=0)
+    """First wait between retries; doubled each time."""
+    timeout_seconds: float = Field(600.0, gt=0)
+    """Network timeout of one HTTP call."""
+    latency_days: int = Field(5, ge=0, le=60)
+    """ERA5-Land's latency: days newer than today minus this are not requested."""
+
+
+SourceName = Literal["demo", "directory", "cds"]
+
+
+class SourceConfig(Section):
+    """Which source feeds the store, and each source's settings."""
+
+    name: str = "demo"
+    """Registered source: demo, directory or cds."""
+    demo: DemoSourceConfig = DemoSourceConfig()
+    directory: DirectorySourceConfig = DirectorySourceConfig()
+    cds: CdsSourceConfig = CdsSourceConfig()
+
+
+class IngestConfig(Section):
+    """How days are aggregated and written."""
+
+    batch_days: int = Field(8, ge=1, le=366)
+    """Days held in memory and written to the store together."""
+    check_ranges: bool = True
+    """Reject values outside the vocabulary's physical ranges (recommended)."""
+
+
+class Config(Section):
+    """The whole smcast configuration."""
+
+    data_dir: Path = Path("smcast-data")
+    """Root for the store, caches and downloads unless their own paths are set."""
+    grid: GridConfig = GridConfig()
+    store: StoreConfig = StoreConfig()
+    source: SourceConfig = SourceConfig()
+    ingest: IngestConfig = IngestConfig()
+
+    @property
+    def store_path(self) -> Path:
+        """The Zarr store's path."""
+        return self.store.path or self.data_dir / "store.zarr"
+
+    def dump(self) -> str:
+        """The resolved configuration as YAML."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+                environ: dict[str, str] | None = None) -> Config:
+    """Load the configuration: ``path`` or ``$SMCAST_CONFIG`` (if set) over the defaults, then
+    ``key.path=value`` overrides (values parsed as YAML). Raises ConfigError with the key's path."""
+    env = os.environ if environ is None else environ
+    path = path or env.get(ENV_VAR) or None
+    raw = _read_yaml(Path(path)) if path else {}
+    for item in overrides:
+        _apply_override(raw, item)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, source=str(path) if path else "defaults")) from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass an existing file with "
+                          f"--config or unset ${ENV_VAR}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of settings at the top level")
+    return data
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected key.path=value, e.g. --set grid.resolution=1")
+    node = raw
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {item!r}: {part!r} is a value, not a section")
+        node = child
+    node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+
+
+def _explain(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            valid = _valid_names(err["loc"][:-1])
+            lines.append(f"  unknown key {loc!r}; valid names here: {', '.join(valid)}")
+        else:
+            lines.append(f"  {loc}: {err['msg']} (got {err.get('input')!r})")
+    return "\n".join(lines)
+
+
+def _valid_names(loc: tuple[Any, ...]) -> list[str]:
+    model: type[BaseModel] = Config
+    for part in loc:
+        annotation = model.model_fields[str(part)].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)

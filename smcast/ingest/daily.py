@@ -1,0 +1,148 @@
+"""Hourly (or daily) source fields → one UTC day in store units, plus derived variables.
+
+ERA5-Land conventions (see ``smcast.variables``):
+
+* accumulated fields run from 00 UTC and reset daily: the value stamped 00 UTC of day D+1 is the
+  total of day D (it usually lives in the next day's or month's file);
+* instantaneous fields: the daily value is the mean of the 24 hourly values 00…23 UTC;
+* daily sources already hold daily means / daily totals, stamped at 00 UTC of the day.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Literal
+
+import numpy as np
+import xarray as xr
+
+from smcast.errors import InputDataError
+from smcast.variables import VARIABLES
+
+Frequency = Literal["hourly", "daily"]
+
+#: IFS constants for saturation vapour pressure over water (Tetens' formula, ECMWF IFS doc.)
+_ES0, _A3, _T0, _A4 = 611.21, 17.502, 273.16, 32.19
+_EPSILON = 0.621981  # ratio of the gas constants of dry air and water vapour
+
+
+@dataclass
+class Piece:
+    """The source data for one variable around one day.
+
+    Attributes:
+        data: (time, lat, lon) in the file's units (``units`` attribute), coordinates normalised.
+        frequency: hourly (ERA5-Land steps) or daily (daily means/totals stamped 00 UTC).
+        origin: file names the data came from, for messages.
+    """
+
+    data: xr.DataArray
+    frequency: Frequency
+    origin: list[str] = field(default_factory=list)
+
+
+def needed_times(name: str, day: date, frequency: Frequency) -> list[np.datetime64]:
+    """Time stamps that make ``day`` complete for variable ``name`` at this frequency."""
+    start = datetime(day.year, day.month, day.day)
+    if frequency == "daily":
+        return [np.datetime64(start, "ns")]
+    if VARIABLES[name].kind == "accumulated":
+        return [np.datetime64(start + timedelta(days=1), "ns")]
+    return [np.datetime64(start + timedelta(hours=h), "ns") for h in range(24)]
+
+
+def missing_times(piece: Piece | None, name: str, day: date, frequency: Frequency
+                  ) -> list[np.datetime64]:
+    """The stamps of ``needed_times`` that the piece does not hold."""
+    need = needed_times(name, day, frequency)
+    if piece is None:
+        return need
+    have = set(piece.data["time"].values.astype("datetime64[ns]"))
+    return [t for t in need if t not in have]
+
+
+def describe_missing(name: str, day: date, missing: list[np.datetime64]) -> str:
+    """E.g. ``t2m: missing 13:00…23:00 UTC`` or ``tp: missing 2024-01-06 00:00 UTC (…)``."""
+    stamps = [str(t)[:16].replace("T", " ") for t in missing]
+    if VARIABLES[name].kind == "accumulated" and len(missing) == 1 and stamps[0][:10] != str(day):
+        return (f"{name}: missing {stamps[0]} UTC (the daily total of {day} is the 00 UTC step of "
+                "the next day, usually in the next file)")
+    hours = [s[11:16] for s in stamps]
+    if len(hours) > 3:
+        return f"{name}: missing {len(hours)} hours ({hours[0]}…{hours[-1]} UTC)"
+    return f"{name}: missing {', '.join(hours)} UTC"
+
+
+def daily_value(piece: Piece, name: str, day: date) -> np.ndarray:
+    """The day's value of one variable in store units, shape (lat, lon), float64.
+
+    Raises InputDataError when hours are missing or the units are not ERA5-Land's.
+    """
+    missing = missing_times(piece, name, day, piece.frequency)
+    if missing:
+        raise InputDataError(f"{day} is incomplete: {describe_missing(name, day, missing)} "
+                             f"(files: {', '.join(piece.origin) or 'none'})")
+    sel = piece.data.sel(time=needed_times(name, day, piece.frequency))
+    values = sel.values.astype(np.float64)
+    value = values[0] if values.shape[0] == 1 else values.mean(axis=0)
+    return value * unit_factor(name, piece.data.attrs.get("units"), piece.origin)
+
+
+def unit_factor(name: str, units: str | None, origin: list[str] | None = None) -> float:
+    """Factor from a file's daily value in ``units`` to store units; None trusts the file.
+
+    Native ERA5-Land units take the vocabulary's scale (J m-2 per day → W m-2); values already in
+    store units take 1. Anything else is an error naming the variable, the units and the file.
+    """
+    var = VARIABLES[name]
+    if units is None:
+        return var.scale
+    u = units.strip()
+    if u in var.native_units:
+        return var.scale
+    if u == var.units:
+        return 1.0
+    raise InputDataError(
+        f"variable {name} has units {u!r} in {', '.join(origin or []) or 'the source'}; smcast "
+        f"expects ERA5-Land's {var.native_units[0]!r} (or {var.units!r}). Convert the file, or "
+        "check that it is ERA5-Land and not another product.")
+
+
+def specific_humidity(d2m: np.ndarray, sp: np.ndarray) -> np.ndarray:
+    """Specific humidity (kg kg-1) from 2 m dewpoint (K) and surface pressure (Pa), any shape.
+
+    Vapour pressure from Tetens' formula with the IFS constants over water,
+    ``q = ε e / (p − (1 − ε) e)``.
+    """
+    e = _ES0 * np.exp(_A3 * (d2m - _T0) / (d2m - _A4))
+    return _EPSILON * e / (sp - (1.0 - _EPSILON) * e)
+
+
+def derive(fields: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Add the derived variables (``q``, ``wind``) to daily fields in store units."""
+    out = dict(fields)
+    out["q"] = specific_humidity(fields["d2m"], fields["sp"])
+    out["wind"] = np.hypot(fields["u10"], fields["v10"])
+    return out
+
+
+def to_daily(pieces: dict[str, Piece], day: date, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Daily values (lat, lon) in store units of every variable in ``names``, plus derived ones.
+
+    Raises InputDataError listing every variable that is missing or incomplete on that day.
+    """
+    problems = []
+    for name in names:
+        piece = pieces.get(name)
+        if piece is None:
+            problems.append(f"{name}: variable not found")
+            continue
+        missing = missing_times(piece, name, day, piece.frequency)
+        if missing:
+            problems.append(describe_missing(name, day, missing))
+    if problems:
+        origin = sorted({o for p in pieces.values() for o in p.origin})
+        raise InputDataError(f"{day} is incomplete: " + "; ".join(problems)
+                             + f" (files: {', '.join(origin) or 'none'})")
+    return derive({n: daily_value(pieces[n], n, day) for n in names})

@@ -1,0 +1,170 @@
+"""``smcast ingest``: source → daily fields → store grid → checks → the daily store.
+
+Reads like the data flow: the source is asked first whether every requested day can be delivered
+(nothing is written otherwise); then day by day the pieces are aggregated to daily values in store
+units, derived variables added, averaged onto the store grid by cell bounds, masked to land,
+checked, and written in batches. A day is marked complete only after its data is written, so an
+interruption never leaves a day that claims to be whole but is not.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from smcast.config import Config
+from smcast.errors import ConfigError, InputDataError, SmcastError, StoreError
+from smcast.grid import Grid
+from smcast.ingest.daily import Piece, to_daily
+from smcast.ingest.landmask import land_mask
+from smcast.ingest.regrid import Regridder
+from smcast.sources.base import Source, make_source
+from smcast.store import DailyStore, date_range, store_lock
+from smcast.variables import SOURCE_VARIABLES, VARIABLES
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IngestSummary:
+    """What an ingest did."""
+
+    source: str
+    store: Path
+    first: date
+    last: date
+    written: int
+    replaced: int
+    land_cells: int
+    latest_complete: date | None
+    seconds: float
+
+    def line(self) -> str:
+        """The one-line summary printed at the end of ``smcast ingest``."""
+        return (f"ingested {self.written} day(s) {self.first}…{self.last} from {self.source} into "
+                f"{self.store} ({self.replaced} replaced): {self.land_cells} land cells, latest "
+                f"complete day {self.latest_complete} [{self.seconds:.1f} s]")
+
+
+def ingest(cfg: Config, start: date, end: date, source_name: str | None = None,
+           store_path: Path | None = None, source: Source | None = None) -> IngestSummary:
+    """Ingest the days ``start``…``end`` (inclusive) into the daily store."""
+    if start > end:
+        raise ConfigError(f"start {start} is after end {end}; swap them")
+    t0 = time.perf_counter()
+    grid = Grid.from_config(cfg.grid)
+    path = Path(store_path or cfg.store_path)
+    days = list(date_range(start, end))
+    existing = _open_matching(path, grid)
+    source = source or make_source(cfg, grid, source_name)
+    source.check(days)
+    with store_lock(path):
+        store, replaced = _run(cfg, source, grid, path, days, existing)
+    return IngestSummary(source.name, path, start, end, len(days), replaced, store.land_cells,
+                         store.latest_complete_day(), time.perf_counter() - t0)
+
+
+def _open_matching(path: Path, grid: Grid) -> DailyStore | None:
+    if not path.exists():
+        return None
+    store = DailyStore(path)
+    if store.grid != grid:
+        raise StoreError(f"the store {path} has a {store.grid.describe()}, but the config asks "
+                         f"for a {grid.describe()}; use the store's grid settings or a new --store")
+    return store
+
+
+def _run(cfg: Config, source: Source, grid: Grid, path: Path, days: list[date],
+         store: DailyStore | None) -> tuple[DailyStore, int]:
+    done = set(store.days()) if store else set()
+    replaced = sum(d in done for d in days)
+    day_fields = _DayProcessor(cfg, grid, source, store)
+    batch_days: list[date] = []
+    batch: list[dict[str, np.ndarray]] = []
+    bar = tqdm(total=len(days), desc="ingest", unit="day", disable=None, leave=False)
+    for day, pieces in source.iter_days(days):
+        try:
+            batch.append(day_fields(day, pieces))
+        except SmcastError:
+            if store is not None and batch_days:
+                store.write_days(batch_days, batch)
+                log.warning("kept the %d valid day(s) before %s", len(batch_days), day)
+            raise
+        batch_days.append(day)
+        if store is None:
+            store = DailyStore.create(path, grid, day_fields.fraction, day_fields.mask,
+                                      source.statics(grid), day, source.name,
+                                      cfg.store.compression_level)
+            log.info("created store %s: %s, %d land cells", path, grid.describe(),
+                     store.land_cells)
+        if len(batch) >= cfg.ingest.batch_days:
+            store.write_days(batch_days, batch)
+            batch_days, batch = [], []
+        bar.update(1)
+    store.write_days(batch_days, batch)
+    bar.close()
+    return store, replaced
+
+
+class _DayProcessor:
+    """Pieces of one day → masked, checked daily fields on the store grid."""
+
+    def __init__(self, cfg: Config, grid: Grid, source: Source, store: DailyStore | None) -> None:
+        self.cfg, self.grid, self.source = cfg, grid, source
+        self.mask = store.land_mask if store else None
+        self.fraction: np.ndarray | None = None
+        self.regridder: Regridder | None = None
+
+    def __call__(self, day: date, pieces: dict[str, Piece]) -> dict[str, np.ndarray]:
+        daily = to_daily(pieces, day, SOURCE_VARIABLES)
+        first = pieces[SOURCE_VARIABLES[0]].data
+        if self.regridder is None:
+            self.regridder = Regridder.build(first["lat"].values, first["lon"].values, self.grid)
+        out: dict[str, np.ndarray] = {}
+        for name, field in daily.items():
+            mean, frac = self.regridder(field)
+            if self.mask is None:
+                self._init_mask(frac)
+            out[name] = np.where(self.mask, mean, np.nan)
+        _check(out, self.mask, self.grid, day, pieces, self.cfg.ingest.check_ranges)
+        return out
+
+    def _init_mask(self, data_fraction: np.ndarray) -> None:
+        known = self.source.land_fraction(self.grid)
+        self.fraction = data_fraction if known is None else known
+        self.mask = land_mask(self.fraction, self.grid, self.cfg.grid)
+        log.info("land mask: %d land cells (%s)", int(self.mask.sum()),
+                 "from the data" if known is None else f"from the {self.source.name} source")
+
+
+def _check(fields: dict[str, np.ndarray], mask: np.ndarray, grid: Grid, day: date,
+           pieces: dict[str, Piece], check_ranges: bool) -> None:
+    """NaN over land, or values outside the physical range, are errors naming the first cell."""
+    for name, field in fields.items():
+        origin = ", ".join(pieces[name].origin) if name in pieces else "derived"
+        land = field[mask]
+        nan = ~np.isfinite(land)
+        if nan.any():
+            raise InputDataError(f"{name} on {day}: {int(nan.sum())} land cell(s) have no data "
+                                 f"(first at {_first_cell(~np.isfinite(field) & mask, grid)}) in "
+                                 f"{origin}; the files do not cover the store's land cells")
+        lo, hi = VARIABLES[name].valid_range
+        bad = (field < lo) | (field > hi)
+        if check_ranges and (bad & mask).any():
+            where = bad & mask
+            value = float(field[where][0])
+            raise InputDataError(
+                f"{name} on {day}: {int(where.sum())} land cell(s) outside the physical range "
+                f"{lo:g}…{hi:g} {VARIABLES[name].units} (e.g. {value:g} at "
+                f"{_first_cell(where, grid)}) in {origin}; check the file's units and content")
+
+
+def _first_cell(where: np.ndarray, grid: Grid) -> str:
+    i, j = np.argwhere(where)[0]
+    return f"lat {grid.lat[i]:g}, lon {grid.lon[j]:g}"

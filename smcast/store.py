@@ -1,0 +1,234 @@
+"""The daily store: one Zarr cube of ERA5-Land short names on the store's grid.
+
+Layout (``xarray.open_zarr(path)`` opens it):
+
+* ``<name>(time, lat, lon)`` float32 for every vocabulary variable, in store units, NaN over sea;
+  one chunk per day (appending and replacing a day touch only that day's chunks);
+* ``complete(time)`` int8: 1 when every variable of the day was written and checked. It is set
+  **last**, after the day's data, and cleared first when a day is replaced, so a day marked
+  complete is always whole, whatever interrupted a write;
+* ``land_mask(lat, lon)`` int8 and ``land_fraction(lat, lon)`` float32, plus static fields
+  (lat, lon), written once when the store is created;
+* global attributes: the grid, the land-mask hash, the source, the format version.
+
+The time axis is contiguous and daily: a day ingested after a gap extends the axis with
+incomplete (NaN) days. Only one process writes at a time (an exclusive lock file beside the store).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+from contextlib import contextmanager
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Iterator
+
+import numcodecs
+import numpy as np
+import pandas as pd
+import xarray as xr
+import zarr
+
+from smcast.errors import StoreError
+from smcast.grid import Grid, mask_hash
+from smcast.variables import VARIABLES
+
+FORMAT_VERSION = 1
+TIME_VARIABLES: tuple[str, ...] = tuple(VARIABLES)
+
+
+class DailyStore:
+    """A handle on an existing daily store (create one with ``DailyStore.create``)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not (self.path / ".zgroup").exists() and not (self.path / "zarr.json").exists():
+            raise StoreError(f"no smcast store at {self.path}; create it with `smcast ingest`")
+        attrs = zarr.open_group(str(self.path), mode="r").attrs.asdict()
+        if attrs.get("smcast_store_version") != FORMAT_VERSION:
+            raise StoreError(f"{self.path} is not an smcast store (format version "
+                             f"{attrs.get('smcast_store_version')!r}, expected {FORMAT_VERSION})")
+        self.attrs = attrs
+        self.grid = Grid.from_attrs(attrs)
+
+    # -- creation -----------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str | Path, grid: Grid, land_fraction: np.ndarray,
+               land_mask: np.ndarray, statics: xr.Dataset | None, first_day: date,
+               source: str, compression_level: int = 3) -> "DailyStore":
+        """Create a store whose time axis starts at ``first_day`` (one incomplete day).
+
+        ``land_fraction`` (lat, lon) in 0…1, ``land_mask`` (lat, lon) bool, ``statics``: 2-D
+        fields on the grid. Written to a temporary folder and renamed, so a store either exists
+        whole or not at all.
+        """
+        path = Path(path)
+        if path.exists():
+            raise StoreError(f"{path} already exists")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ds = _empty_days(grid, [first_day])
+        ds["land_fraction"] = (("lat", "lon"), land_fraction.astype(np.float32),
+                               {"long_name": "fraction of the cell with land data", "units": "1"})
+        ds["land_mask"] = (("lat", "lon"), land_mask.astype(np.int8),
+                           {"long_name": "smcast land cell", "flag_values": [0, 1],
+                            "flag_meanings": "sea land"})
+        if statics is not None:
+            ds = ds.merge(statics.assign_coords(grid.coords()), join="override")
+        ds.attrs = {"smcast_store_version": FORMAT_VERSION, **grid.attrs(),
+                    "land_mask_hash": mask_hash(land_mask), "land_cells": int(land_mask.sum()),
+                    "source": source, "title": "smcast daily ERA5-Land store"}
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        ds.to_zarr(tmp, mode="w", zarr_format=2, consolidated=True,
+                   encoding=_encoding(ds, compression_level))
+        os.replace(tmp, path)
+        return cls(path)
+
+    # -- reading ------------------------------------------------------------------------------
+    def open(self) -> xr.Dataset:
+        """The store as a lazy xarray Dataset."""
+        return xr.open_zarr(self.path, consolidated=True)
+
+    @property
+    def land_mask(self) -> np.ndarray:
+        """Boolean land mask, shape (nlat, nlon)."""
+        return zarr.open_group(str(self.path), mode="r")["land_mask"][:].astype(bool)
+
+    @property
+    def land_cells(self) -> int:
+        """Number of land cells."""
+        return int(self.attrs["land_cells"])
+
+    def days(self) -> list[date]:
+        """Every day on the time axis, complete or not, ascending."""
+        return [t.date() for t in pd.DatetimeIndex(self.open()["time"].values)]
+
+    def complete_days(self) -> list[date]:
+        """Days whose every variable is written and checked, ascending."""
+        ds = self.open()
+        flags = ds["complete"].values.astype(bool)
+        return [t.date() for t, ok in zip(pd.DatetimeIndex(ds["time"].values), flags) if ok]
+
+    def latest_complete_day(self) -> date | None:
+        """The newest complete day, or None for a store with none."""
+        done = self.complete_days()
+        return done[-1] if done else None
+
+    def gaps(self, start: date | None = None, end: date | None = None) -> list[tuple[date, date]]:
+        """Runs of incomplete days [first, last] between start and end (default: the axis)."""
+        days = self.days()
+        if not days:
+            return []
+        start, end = start or days[0], end or days[-1]
+        done = set(self.complete_days())
+        runs: list[tuple[date, date]] = []
+        for day in date_range(start, end):
+            if day in done:
+                continue
+            if runs and runs[-1][1] == day - timedelta(days=1):
+                runs[-1] = (runs[-1][0], day)
+            else:
+                runs.append((day, day))
+        return runs
+
+    # -- writing ------------------------------------------------------------------------------
+    def write_days(self, days: list[date], fields: list[dict[str, np.ndarray]]) -> None:
+        """Write whole days (each a dict name → (nlat, nlon) array in store units).
+
+        Days already on the axis are replaced; later days extend it (gaps become incomplete
+        days); days before the axis start are an error. Call inside ``store_lock``.
+        """
+        if not days:
+            return
+        axis = self.days()
+        if days[0] < axis[0]:
+            raise StoreError(f"store {self.path} starts at {axis[0]}; it cannot take {days[0]}. "
+                             "Ingest into a new store (--store PATH) that starts earlier.")
+        self._repair(len(axis))
+        if days[-1] > axis[-1]:
+            _empty_days(self.grid, list(date_range(axis[-1] + timedelta(days=1), days[-1]))
+                        ).to_zarr(self.path, append_dim="time", consolidated=True)
+        batch = _days_dataset(self.grid, days, fields)
+        self._set_complete(days, 0)
+        batch.to_zarr(self.path, region="auto", consolidated=True)
+        self._set_complete(days, 1)
+
+    def _set_complete(self, days: list[date], value: int) -> None:
+        index = {d: i for i, d in enumerate(self.days())}
+        arr = zarr.open_group(str(self.path), mode="r+")["complete"]
+        for day in days:
+            arr[index[day]] = value
+
+    def _repair(self, n: int) -> None:
+        """Truncate arrays left longer than the time axis by an interrupted append."""
+        group = zarr.open_group(str(self.path), mode="r+")
+        for name in (*TIME_VARIABLES, "complete"):
+            arr = group[name]
+            if arr.shape[0] != n:
+                arr.resize((n, *arr.shape[1:]))
+        zarr.consolidate_metadata(str(self.path))
+
+
+@contextmanager
+def store_lock(path: str | Path) -> Iterator[None]:
+    """Exclusive write lock on the store at ``path`` (a ``.lock`` file beside it); raises
+    StoreError at once when another process holds it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = path.with_name(path.name + ".lock")
+    with open(lock_path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StoreError(f"store {path} is being written by another smcast process (lock "
+                             f"{lock_path}); wait for it to finish") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def date_range(start: date, end: date) -> Iterator[date]:
+    for i in range((end - start).days + 1):
+        yield start + timedelta(days=i)
+
+
+def _time_coord(days: list[date]) -> xr.DataArray:
+    return xr.DataArray(pd.DatetimeIndex([pd.Timestamp(d) for d in days]), dims="time",
+                        attrs={"standard_name": "time", "long_name": "UTC day (start)"})
+
+
+def _var_attrs(name: str) -> dict[str, str]:
+    var = VARIABLES[name]
+    return {"units": var.units, "long_name": var.long_name, "standard_name": var.standard_name,
+            "smcast_kind": var.kind}
+
+
+def _empty_days(grid: Grid, days: list[date]) -> xr.Dataset:
+    shape = (len(days), *grid.shape)
+    data = {name: (("time", "lat", "lon"), np.full(shape, np.nan, np.float32), _var_attrs(name))
+            for name in TIME_VARIABLES}
+    data["complete"] = (("time",), np.zeros(len(days), np.int8),
+                        {"long_name": "day fully ingested", "flag_values": [0, 1],
+                         "flag_meanings": "incomplete complete"})
+    return xr.Dataset(data, coords={"time": _time_coord(days), **grid.coords()})
+
+
+def _days_dataset(grid: Grid, days: list[date], fields: list[dict[str, np.ndarray]]
+                  ) -> xr.Dataset:
+    data = {name: (("time", "lat", "lon"),
+                   np.stack([f[name] for f in fields]).astype(np.float32), _var_attrs(name))
+            for name in TIME_VARIABLES}
+    return xr.Dataset(data, coords={"time": _time_coord(days)})
+
+
+def _encoding(ds: xr.Dataset, level: int) -> dict[str, dict]:
+    comp = [numcodecs.Blosc(cname="zstd", clevel=level, shuffle=numcodecs.Blosc.SHUFFLE)]
+    enc: dict[str, dict] = {"time": {"units": "days since 1970-01-01", "dtype": "int32",
+                                     "calendar": "proleptic_gregorian"}}
+    for name, var in ds.data_vars.items():
+        chunks = (1, *var.shape[1:]) if var.dims[:1] == ("time",) else var.shape
+        enc[name] = {"compressors": comp, "chunks": chunks}
+    return enc

@@ -142,11 +142,11 @@ class DailyStore:
         """
         if not days:
             return
+        self._repair()
         axis = self.days()
         if days[0] < axis[0]:
             raise StoreError(f"store {self.path} starts at {axis[0]}; it cannot take {days[0]}. "
                              "Ingest into a new store (--store PATH) that starts earlier.")
-        self._repair(len(axis))
         if days[-1] > axis[-1]:
             _empty_days(self.grid, list(date_range(axis[-1] + timedelta(days=1), days[-1]))
                         ).to_zarr(self.path, append_dim="time", consolidated=True)
@@ -161,9 +161,11 @@ class DailyStore:
         for day in days:
             arr[index[day]] = value
 
-    def _repair(self, n: int) -> None:
-        """Truncate arrays left longer than the time axis by an interrupted append."""
-        group = zarr.open_group(str(self.path), mode="r+")
+    def _repair(self) -> None:
+        """Bring every array back to the time axis's length after an interrupted append (the
+        days concerned stay incomplete, so nothing half-written is ever taken as data)."""
+        group = zarr.open_group(str(self.path), mode="r+", use_consolidated=False)
+        n = group["time"].shape[0]
         for name in (*TIME_VARIABLES, "complete"):
             arr = group[name]
             if arr.shape[0] != n:

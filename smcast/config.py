@@ -121,6 +121,8 @@ class CdsSourceConfig(Section):
     """First wait between retries; doubled each time."""
     timeout_seconds: float = Field(600.0, gt=0)
     """Network timeout of one HTTP call."""
+    poll_seconds: float = Field(30.0, gt=0)
+    """Longest pause between two status polls of a queued request."""
     latency_days: int = Field(5, ge=0, le=60)
     """ERA5-Land's latency: days newer than today minus this are not requested."""
 

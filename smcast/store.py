@@ -148,9 +148,12 @@ class DailyStore:
             raise StoreError(f"store {self.path} starts at {axis[0]}; it cannot take {days[0]}. "
                              "Ingest into a new store (--store PATH) that starts earlier.")
         if days[-1] > axis[-1]:
-            _empty_days(self.grid, list(date_range(axis[-1] + timedelta(days=1), days[-1]))
-                        ).to_zarr(self.path, append_dim="time", consolidated=True)
+            extra = _empty_days(self.grid, list(date_range(axis[-1] + timedelta(days=1),
+                                                           days[-1])))
+            extra.attrs = self.attrs  # xarray rewrites the group's attributes on append
+            extra.to_zarr(self.path, append_dim="time", consolidated=True)
         batch = _days_dataset(self.grid, days, fields)
+        batch.attrs = self.attrs
         self._set_complete(days, 0)
         batch.to_zarr(self.path, region="auto", consolidated=True)
         self._set_complete(days, 1)

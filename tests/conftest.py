@@ -33,7 +33,8 @@ def demo_cfg(tmp_path: Path, demo_cache: Path) -> Config:
 def mirror_cfg(tmp_path: Path) -> Config:
     """Directory source over AREA, data in tmp_path."""
     return load_config(None, [f"data_dir={tmp_path / 'data'}", f"grid.area={AREA}",
-                              f"source.directory.path={tmp_path / 'mirror'}"], environ={})
+                              f"source.directory.path={tmp_path / 'mirror'}",
+                              "source.name=directory"], environ={})
 
 
 def sea_points(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:

@@ -85,6 +85,14 @@ def daily_value(piece: Piece, name: str, day: date) -> np.ndarray:
                              f"(files: {', '.join(piece.origin) or 'none'})")
     sel = piece.data.sel(time=needed_times(name, day, piece.frequency))
     values = sel.values.astype(np.float64)
+    if values.shape[0] > 1:
+        gaps = np.isnan(values)
+        partial = gaps.any(axis=0) & ~gaps.all(axis=0)
+        if partial.any():
+            raise InputDataError(
+                f"{name} on {day}: {int(partial.sum())} point(s) have data in some hours but "
+                f"not others (files: {', '.join(piece.origin)}); the file is damaged or "
+                "mixes grids: download it again")
     value = values[0] if values.shape[0] == 1 else values.mean(axis=0)
     return value * unit_factor(name, piece.data.attrs.get("units"), piece.origin)
 

@@ -130,8 +130,9 @@ def default_client(cfg) -> Any:
     import cdsapi
 
     try:
+        # retry_max=1: no retries inside cdsapi, smcast's own backoff (CdsSource._fetch) rules
         return cdsapi.Client(quiet=True, progress=False, timeout=int(cfg.timeout_seconds),
-                             retry_max=3, sleep_max=60)
+                             retry_max=1, sleep_max=cfg.poll_seconds)
     except Exception as exc:  # cdsapi raises a bare Exception for missing credentials
         raise ConfigError(f"CDS credentials not found ({_redact(str(exc))}): create ~/.cdsapirc "
                           "with 'url: https://cds.climate.copernicus.eu/api' and 'key: <your "

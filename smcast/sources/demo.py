@@ -21,7 +21,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from smcast.config import Config
-from smcast.errors import DataUnavailableError
+from smcast.errors import ConfigError, DataUnavailableError
 from smcast.grid import Grid, mask_hash
 from smcast.ingest.daily import Piece
 from smcast.ingest.landmask import globe_land_fraction, land_mask
@@ -45,6 +45,9 @@ class DemoSource:
         self.cache_dir = Path(self.cfg.cache_dir or cfg.data_dir / "cache" / "demo")
         self.fraction = globe_land_fraction(grid, self.cache_dir)
         self.mask = land_mask(self.fraction, grid, cfg.grid)
+        if not self.mask.any():
+            raise ConfigError(f"the {grid.describe()} holds no land cell; choose a grid.area "
+                              "over land")
         lat2, lon2 = np.meshgrid(grid.lat, grid.lon, indexing="ij")
         self.world = DemoWorld(lat2[self.mask], lon2[self.mask], seed=self.cfg.seed)
         log.info("demo world: %d land cells on the %s", int(self.mask.sum()), grid.describe())

@@ -153,7 +153,7 @@ def _split_expver(ds: xr.Dataset) -> xr.Dataset:
 
 def _packed(da: xr.DataArray) -> dict:
     lo, hi = float(np.nanmin(da.values)), float(np.nanmax(da.values))
-    scale = (hi - lo) / (2**16 - 3) or 1.0
+    scale = (hi - lo) / (2**16 - 8) or 1.0  # keep clear of the fill value
     return {"dtype": "int16", "scale_factor": scale, "add_offset": (hi + lo) / 2,
             "_FillValue": np.int16(-32767), "missing_value": np.int16(-32767)}
 

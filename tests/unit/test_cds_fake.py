@@ -1,4 +1,4 @@
-"""The local CDS fake, driven through the real ``cdsapi.Client`` (cdsapi >= 0.7 → ecmwf.datastores)."""
+"""The local CDS fake, driven through the real ``cdsapi.Client`` (cdsapi >= 0.7)."""
 
 from __future__ import annotations
 
@@ -159,6 +159,13 @@ def test_queued_job_is_polled_until_successful(tmp_path):
                     if m == "GET" and "/jobs/" in p and not p.endswith("/results")]
         assert len(job_gets) == 2 + 1 + 1  # accepted, running, successful, results-link look-up
         assert 1.0 <= elapsed < 5
+
+
+def test_client_delete_true_still_downloads(tmp_path):
+    # Client(delete=True) DELETEs the job when its Remote is collected, before the download
+    with FakeCDS(_responder()) as cds:
+        _client(cds, delete=True).retrieve(DATASET, REQUEST, str(tmp_path / "a.nc"))
+        assert (tmp_path / "a.nc").read_bytes() == PAYLOAD
 
 
 def test_failing_responder_fails_the_job(tmp_path):

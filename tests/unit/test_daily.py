@@ -102,3 +102,10 @@ def test_specific_humidity_exact_at_triple_point():
     e = 611.21
     expected = 0.621981 * e / (1e5 - (1 - 0.621981) * e)
     assert specific_humidity(np.array(273.16), np.array(1e5)) == pytest.approx(expected, rel=1e-12)
+
+
+def test_point_with_data_in_some_hours_only_is_damaged():
+    series = [280.0] * 24 + [281.0]
+    series[5] = np.nan
+    with pytest.raises(InputDataError, match="data in some hours but not others"):
+        daily_value(piece(series, units="K"), "t2m", date(2024, 3, 5))

@@ -203,9 +203,9 @@ def test_snow_accumulates_in_winter_and_melts_in_summer(world: DemoWorld,
     sd = year2["sd"][:, cold]
     march = sd[_doy_slice(date(2002, 3, 15), date(2002, 3, 15))][0]
     late_summer = sd[_doy_slice(date(2002, 9, 1), date(2002, 9, 1))][0]
-    assert np.mean(march > 0.02) > 0.9
+    assert np.mean(march > 0.005) > 0.9 and np.median(march) > 0.03
     assert np.mean(late_summer < 1e-3) > 0.9
-    warm = world.t_ann > 290.0
+    warm = world.t_ann > 296.0  # tropical lowlands
     assert np.all(year2["sd"][:, warm] == 0.0)
 
 
@@ -215,7 +215,7 @@ def test_soil_moisture_responds_to_rain(year2: dict[str, np.ndarray]) -> None:
     warm = (t2m[1:] > 278.0) & (year2["sd"][1:] == 0)
     heavy = (tp[1:] > 0.015) & warm
     assert heavy.sum() > 100
-    assert change[heavy].mean() > 0.01 and np.mean(change[heavy] > 0) > 0.8
+    assert change[heavy].mean() > 0.005 and np.mean(change[heavy] > 0) > 0.8
     dry_spell = (tp[1:] == 0) & (tp[:-1] == 0) & warm
     dry_spell[1:] &= tp[:-2] == 0
     assert dry_spell.sum() > 1000

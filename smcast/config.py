@@ -143,7 +143,7 @@ class SourceConfig(Section):
 class IngestConfig(Section):
     """How days are aggregated and written."""
 
-    batch_days: int = Field(8, ge=1, le=366)
+    batch_days: int = Field(16, ge=1, le=366)
     """Days held in memory and written to the store together."""
     check_ranges: bool = True
     """Reject values outside the vocabulary's physical ranges (recommended)."""

@@ -103,13 +103,14 @@ class DailyStore:
 
     def days(self) -> list[date]:
         """Every day on the time axis, complete or not, ascending."""
-        return [t.date() for t in pd.DatetimeIndex(self.open()["time"].values)]
+        group = zarr.open_group(str(self.path), mode="r", use_consolidated=False)
+        return _decode_days(group["time"])
 
     def complete_days(self) -> list[date]:
         """Days whose every variable is written and checked, ascending."""
-        ds = self.open()
-        flags = ds["complete"].values.astype(bool)
-        return [t.date() for t, ok in zip(pd.DatetimeIndex(ds["time"].values), flags) if ok]
+        group = zarr.open_group(str(self.path), mode="r", use_consolidated=False)
+        flags = group["complete"][:].astype(bool)
+        return [d for d, ok in zip(_decode_days(group["time"]), flags) if ok]
 
     def latest_complete_day(self) -> date | None:
         """The newest complete day, or None for a store with none."""
@@ -160,9 +161,12 @@ class DailyStore:
 
     def _set_complete(self, days: list[date], value: int) -> None:
         index = {d: i for i, d in enumerate(self.days())}
-        arr = zarr.open_group(str(self.path), mode="r+")["complete"]
-        for day in days:
-            arr[index[day]] = value
+        arr = zarr.open_group(str(self.path), mode="r+", use_consolidated=False)["complete"]
+        positions = [index[d] for d in days]
+        lo, hi = min(positions), max(positions) + 1
+        current = arr[lo:hi]
+        current[[p - lo for p in positions]] = value
+        arr[lo:hi] = current
 
     def _repair(self) -> None:
         """Bring every array back to the time axis's length after an interrupted append (the
@@ -198,6 +202,15 @@ def store_lock(path: str | Path) -> Iterator[None]:
 def date_range(start: date, end: date) -> Iterator[date]:
     for i in range((end - start).days + 1):
         yield start + timedelta(days=i)
+
+
+def _decode_days(time_array) -> list[date]:
+    """Dates of a zarr time array stored as integer days since 1970-01-01."""
+    units = time_array.attrs.get("units", "")
+    if units != "days since 1970-01-01":
+        raise StoreError(f"unexpected time units {units!r} in the store")
+    epoch = date(1970, 1, 1)
+    return [epoch + timedelta(days=int(v)) for v in time_array[:]]
 
 
 def _time_coord(days: list[date]) -> xr.DataArray:

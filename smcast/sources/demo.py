@@ -86,20 +86,31 @@ class DemoSource:
         """Simulate up to the last day, yielding the requested ones (ascending)."""
         wanted = set(days)
         day, state = self._resume(min(days))
+        spin_up = (min(days) - day).days
+        if spin_up > 31:
+            log.info("demo: simulating %d day(s) %s…%s before the first requested day (states "
+                     "are cached, later runs start closer)", spin_up, day, min(days))
+        bar = tqdm(total=spin_up, desc="demo spin-up", unit="day", disable=None if spin_up > 31
+                   else True, leave=False)
         while day <= max(days):
             if day.day == 1:
                 self._save_checkpoint(day, state)
             state, fields = self.world.step(state, day)
             if day in wanted:
-                yield day, {n: self._piece(day, n, fields[n]) for n in SOURCE_VARIABLES}
+                bar.close()
+                yield day, self._pieces(day, fields)
+            else:
+                bar.update(1)
             day += timedelta(days=1)
 
     # -- internals ----------------------------------------------------------------------------
-    def _piece(self, day: date, name: str, values: np.ndarray) -> Piece:
-        da = xr.DataArray(self._to_grid(values)[None], dims=("time", "lat", "lon"),
-                          coords={"time": [np.datetime64(day, "ns")], "lat": self.grid.lat,
-                                  "lon": self.grid.lon}, attrs={"units": VARIABLES[name].units})
-        return Piece(da, "daily", [f"demo:{day}"])
+    def _pieces(self, day: date, fields: dict[str, np.ndarray]) -> dict[str, Piece]:
+        """One Dataset for the day (cheaper than one DataArray per variable), split in pieces."""
+        ds = xr.Dataset({n: (("time", "lat", "lon"), self._to_grid(fields[n])[None],
+                             {"units": VARIABLES[n].units}) for n in SOURCE_VARIABLES},
+                        coords={"time": [np.datetime64(day, "ns")], "lat": self.grid.lat,
+                                "lon": self.grid.lon})
+        return {n: Piece(ds[n], "daily", [f"demo:{day}"]) for n in SOURCE_VARIABLES}
 
     def _to_grid(self, values: np.ndarray) -> np.ndarray:
         out = np.full(self.grid.shape, np.nan, np.float32)

@@ -116,11 +116,10 @@ def info(cfg: Config, store_path: str | None) -> None:
 @click.option("--date", "issue_date", default="today", help="Issue date (YYYY-MM-DD or today).")
 @common
 def forecast(cfg: Config, issue_date: str) -> None:
-    """Produce the forecast for an issue date (not implemented yet)."""
-    parse_day(issue_date, "--date")
-    raise SmcastError("`smcast forecast` is not implemented yet: this version ingests data "
-                      "(`smcast ingest`) and reports on it (`smcast info`); forecasting lands "
-                      "with the model and forecast issues")
+    """Produce the forecast for an issue date (so far: brings the store up to date)."""
+    from smcast.forecast import run_forecast
+
+    click.echo(run_forecast(cfg, parse_day(issue_date, "--date")))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -19,7 +19,8 @@ def _cells(n: int = N_CELLS, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
     return rng.uniform(-55.0, 75.0, n), rng.uniform(-180.0, 180.0, n)
 
 
-def _run(world: DemoWorld, state: dict, start: date, days: int) -> tuple[dict, dict[str, np.ndarray]]:
+def _run(world: DemoWorld, state: dict, start: date, days: int
+         ) -> tuple[dict, dict[str, np.ndarray]]:
     """Step ``days`` days; returns the final state and the fields stacked to (days, n)."""
     out: dict[str, list[np.ndarray]] = {k: [] for k in SOURCE_VARIABLES}
     for i in range(days):
@@ -175,7 +176,8 @@ def test_seasonality(world: DemoWorld, year2: dict[str, np.ndarray]) -> None:
     assert np.mean(jul[north] > jan[north] + 5.0) > 0.95
     assert np.mean(jan[south] > jul[south]) > 0.95
     p = year2["tp"].mean(0)
-    tropics, subtropics = np.abs(world.lat) < 10, (np.abs(world.lat) > 20) & (np.abs(world.lat) < 30)
+    alat = np.abs(world.lat)
+    tropics, subtropics = alat < 10, (alat > 20) & (alat < 30)
     assert p[tropics].mean() > 1.5 * p[subtropics].mean()
     # the ITCZ migrates: 5-15°N is wetter in July than in January
     band = (world.lat > 5) & (world.lat < 15)

@@ -145,6 +145,9 @@ class IngestConfig(Section):
 
     batch_days: int = Field(16, ge=1, le=366)
     """Days held in memory and written to the store together."""
+    workers: int = Field(0, ge=0, le=64)
+    """Processes that read and aggregate days in parallel for file sources (directory, cds);
+    0: one per CPU core (at most 8); 1: everything in this process."""
     check_ranges: bool = True
     """Reject values outside the vocabulary's physical ranges (recommended)."""
 

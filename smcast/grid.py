@@ -139,10 +139,20 @@ def normalise_coords(ds: xr.Dataset) -> xr.Dataset:
     lon = ds["lon"].values
     if lon.size and lon.max() > 180.0:
         ds = ds.assign_coords(lon=((lon + 180.0) % 360.0) - 180.0)
-    ds = ds.sortby("lon").sortby("lat")
-    if "time" in ds.dims:
-        ds = ds.sortby("time")
+    for dim in ("lon", "lat", "time"):
+        if dim in ds.dims:
+            ds = _ascending(ds, dim)
     return ds
+
+
+def _ascending(ds: xr.Dataset, dim: str) -> xr.Dataset:
+    """Sort along ``dim``; a reversed axis is flipped by a slice (cheap, lazy), not an index."""
+    values = ds[dim].values
+    if values.size < 2 or np.all(values[1:] > values[:-1]):
+        return ds
+    if np.all(values[1:] < values[:-1]):
+        return ds.isel({dim: slice(None, None, -1)})
+    return ds.sortby(dim)
 
 
 def _rename_first(ds: xr.Dataset, names: tuple[str, ...], target: str) -> xr.Dataset:

@@ -11,7 +11,7 @@ ERA5-Land conventions (see ``smcast.variables``):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date
 from typing import Literal
 
 import numpy as np
@@ -42,14 +42,18 @@ class Piece:
     origin: list[str] = field(default_factory=list)
 
 
-def needed_times(name: str, day: date, frequency: Frequency) -> list[np.datetime64]:
-    """Time stamps that make ``day`` complete for variable ``name`` at this frequency."""
-    start = datetime(day.year, day.month, day.day)
+_HOUR = np.timedelta64(3600, "s").astype("timedelta64[ns]")
+_DAY = 24 * _HOUR
+
+
+def needed_times(name: str, day: date, frequency: Frequency) -> np.ndarray:
+    """Time stamps (datetime64[ns], ascending) that make ``day`` complete for ``name``."""
+    start = np.datetime64(day, "D").astype("datetime64[ns]")
     if frequency == "daily":
-        return [np.datetime64(start, "ns")]
+        return np.array([start])
     if VARIABLES[name].kind == "accumulated":
-        return [np.datetime64(start + timedelta(days=1), "ns")]
-    return [np.datetime64(start + timedelta(hours=h), "ns") for h in range(24)]
+        return np.array([start + _DAY])
+    return start + _HOUR * np.arange(24)
 
 
 def missing_times(piece: Piece | None, name: str, day: date, frequency: Frequency
@@ -58,8 +62,8 @@ def missing_times(piece: Piece | None, name: str, day: date, frequency: Frequenc
     need = needed_times(name, day, frequency)
     if piece is None:
         return need
-    have = set(piece.data["time"].values.astype("datetime64[ns]"))
-    return [t for t in need if t not in have]
+    have = piece.data["time"].values.astype("datetime64[ns]")
+    return list(need[~np.isin(need, have)])
 
 
 def describe_missing(name: str, day: date, missing: list[np.datetime64]) -> str:

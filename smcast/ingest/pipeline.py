@@ -10,6 +10,7 @@ interruption never leaves a day that claims to be whole but is not.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from datetime import date
@@ -21,12 +22,11 @@ from tqdm.auto import tqdm
 from smcast.config import Config
 from smcast.errors import ConfigError, InputDataError, SmcastError, StoreError
 from smcast.grid import Grid
-from smcast.ingest.daily import Piece, to_daily
+from smcast.ingest.days import DayResult, day_results
 from smcast.ingest.landmask import land_mask
-from smcast.ingest.regrid import Regridder
 from smcast.sources.base import Source, make_source
 from smcast.store import DailyStore, date_range, store_lock
-from smcast.variables import SOURCE_VARIABLES, VARIABLES
+from smcast.variables import VARIABLES
 
 log = logging.getLogger(__name__)
 
@@ -84,23 +84,24 @@ def _run(cfg: Config, source: Source, grid: Grid, path: Path, days: list[date],
          store: DailyStore | None) -> tuple[DailyStore, int]:
     done = set(store.days()) if store else set()
     replaced = sum(d in done for d in days)
-    day_fields = _DayProcessor(cfg, grid, source, store)
+    mask = store.land_mask if store else None
     batch_days: list[date] = []
     batch: list[dict[str, np.ndarray]] = []
     bar = tqdm(total=len(days), desc="ingest", unit="day", disable=None, leave=False)
-    for day, pieces in source.iter_days(days):
+    for result in day_results(source, days, grid, _workers(cfg)):
+        if mask is None:
+            fraction, mask = _land(cfg, grid, source, result.fraction)
         try:
-            batch.append(day_fields(day, pieces))
+            batch.append(_masked_and_checked(result, mask, grid, cfg.ingest.check_ranges))
         except SmcastError:
             if store is not None and batch_days:
                 store.write_days(batch_days, batch)
-                log.warning("kept the %d valid day(s) before %s", len(batch_days), day)
+                log.warning("kept the %d valid day(s) before %s", len(batch_days), result.day)
             raise
-        batch_days.append(day)
+        batch_days.append(result.day)
         if store is None:
-            store = DailyStore.create(path, grid, day_fields.fraction, day_fields.mask,
-                                      source.statics(grid), day, source.name,
-                                      cfg.store.compression_level)
+            store = DailyStore.create(path, grid, fraction, mask, source.statics(grid),
+                                      result.day, source.name, cfg.store.compression_level)
             log.info("created store %s: %s, %d land cells", path, grid.describe(),
                      store.land_cells)
         if len(batch) >= cfg.ingest.batch_days:
@@ -112,42 +113,33 @@ def _run(cfg: Config, source: Source, grid: Grid, path: Path, days: list[date],
     return store, replaced
 
 
-class _DayProcessor:
-    """Pieces of one day → masked, checked daily fields on the store grid."""
+def _workers(cfg: Config) -> int:
+    return cfg.ingest.workers or min(os.cpu_count() or 1, 8)
 
-    def __init__(self, cfg: Config, grid: Grid, source: Source, store: DailyStore | None) -> None:
-        self.cfg, self.grid, self.source = cfg, grid, source
-        self.mask = store.land_mask if store else None
-        self.fraction: np.ndarray | None = None
-        self.regridder: Regridder | None = None
 
-    def __call__(self, day: date, pieces: dict[str, Piece]) -> dict[str, np.ndarray]:
-        daily = to_daily(pieces, day, SOURCE_VARIABLES)
-        first = pieces[SOURCE_VARIABLES[0]].data
-        if self.regridder is None:
-            self.regridder = Regridder.build(first["lat"].values, first["lon"].values, self.grid)
-        out: dict[str, np.ndarray] = {}
-        for name, field in daily.items():
-            mean, frac = self.regridder(field)
-            if self.mask is None:
-                self._init_mask(frac)
-            out[name] = np.where(self.mask, mean, np.nan)
-        _check(out, self.mask, self.grid, day, pieces, self.cfg.ingest.check_ranges)
-        return out
+def _land(cfg: Config, grid: Grid, source: Source, data_fraction: np.ndarray
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """Land fraction and mask for a new store: the source's own, else from the data."""
+    known = source.land_fraction(grid)
+    fraction = data_fraction if known is None else known
+    mask = land_mask(fraction, grid, cfg.grid)
+    log.info("land mask: %d land cells (%s)", int(mask.sum()),
+             "from the data" if known is None else f"from the {source.name} source")
+    return fraction, mask
 
-    def _init_mask(self, data_fraction: np.ndarray) -> None:
-        known = self.source.land_fraction(self.grid)
-        self.fraction = data_fraction if known is None else known
-        self.mask = land_mask(self.fraction, self.grid, self.cfg.grid)
-        log.info("land mask: %d land cells (%s)", int(self.mask.sum()),
-                 "from the data" if known is None else f"from the {self.source.name} source")
+
+def _masked_and_checked(result: DayResult, mask: np.ndarray, grid: Grid, check_ranges: bool
+                        ) -> dict[str, np.ndarray]:
+    out = {n: np.where(mask, v, np.nan).astype(np.float32) for n, v in result.fields.items()}
+    _check(out, mask, grid, result.day, result.origin, check_ranges)
+    return out
 
 
 def _check(fields: dict[str, np.ndarray], mask: np.ndarray, grid: Grid, day: date,
-           pieces: dict[str, Piece], check_ranges: bool) -> None:
+           origins: dict[str, str], check_ranges: bool) -> None:
     """NaN over land, or values outside the physical range, are errors naming the first cell."""
     for name, field in fields.items():
-        origin = ", ".join(pieces[name].origin) if name in pieces else "derived"
+        origin = origins.get(name, "derived")
         land = field[mask]
         nan = ~np.isfinite(land)
         if nan.any():

@@ -224,13 +224,16 @@ class CdsSource:
             self._sleep(delay)
             delay *= 2
 
+    def reader(self, days: list[date]) -> FileIndex:
+        """Download what is missing; a picklable reader of the downloaded files."""
+        return FileIndex([(r.target, r.frequency) for r in self.download(days)])
+
     def iter_days(self, days: list[date]) -> Iterator[tuple[date, dict[str, Piece]]]:
         """Download what is missing, then read the days from the files."""
-        requests = self.download(days)
-        index = FileIndex([(r.target, r.frequency) for r in requests])
+        index = self.reader(days)
         try:
             for day in days:
-                yield day, index.pieces(day, SOURCE_VARIABLES)
+                yield day, index.read(day)
         finally:
             index.close()
 

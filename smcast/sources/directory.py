@@ -63,11 +63,15 @@ class DirectorySource:
         raise InputDataError(f"{message}\nfill these gaps in the mirror (re-download the files) "
                              "or ingest a range without them")
 
+    def reader(self, days: list[date]) -> FileIndex:
+        """A picklable reader of the days (for worker processes)."""
+        return self.index
+
     def iter_days(self, days: list[date]) -> Iterator[tuple[date, dict[str, Piece]]]:
         """The pieces of each day, read from the files that hold them."""
         try:
             for day in days:
-                yield day, self.index.pieces(day, SOURCE_VARIABLES)
+                yield day, self.index.read(day)
         finally:
             self.index.close()
 

@@ -72,6 +72,31 @@ def open_era5(path: Path) -> xr.Dataset:
     return ds
 
 
+def _scan_netcdf(path: Path) -> tuple[list[str], np.ndarray]:
+    """Variable names (vocabulary) and time stamps of a NetCDF file, from its metadata and time
+    coordinate only (fast: the index of a large mirror is built from this)."""
+    import netCDF4
+
+    try:
+        with netCDF4.Dataset(path) as nc:
+            tname = next((t for t in ("valid_time", "time") if t in nc.variables), None)
+            names = [canonical_name(v) for v in nc.variables]
+            names = [n for n in names if n in SOURCE_VARIABLES]
+            if not names:
+                raise InputDataError(f"{path} holds none of smcast's ERA5-Land variables "
+                                     f"(found: {', '.join(nc.variables)})")
+            if tname is None:
+                raise InputDataError(f"{path} has no time coordinate (valid_time or time)")
+            tvar = nc.variables[tname]
+            stamps = netCDF4.num2date(tvar[:], tvar.units, getattr(tvar, "calendar", "standard"),
+                                      only_use_cftime_datetimes=False,
+                                      only_use_python_datetimes=True)
+    except OSError as exc:
+        raise InputDataError(f"{path} cannot be read as NetCDF ({exc}); it is corrupt or "
+                             "truncated: download it again") from None
+    return names, np.array(stamps, dtype="datetime64[ns]")
+
+
 @dataclass
 class FileEntry:
     """What one file holds: its frequency and, per variable, its time stamps (datetime64[ns])."""
@@ -89,16 +114,20 @@ class FileIndex:
         self._check_duplicates()
         self._open: OrderedDict[Path, xr.Dataset] = OrderedDict()
         self._cache_size = cache_size
+        self._stamp_cache: dict[str, tuple[str, np.ndarray] | None] = {}
 
     @staticmethod
     def _entry(path: Path, frequency: Frequency) -> FileEntry:
-        ds = open_era5(path)
-        times = ds["time"].values.astype("datetime64[ns]")
+        if file_format(path) == "netcdf":
+            names, times = _scan_netcdf(path)
+        else:
+            ds = open_era5(path)
+            names, times = [str(v) for v in ds.data_vars], ds["time"].values
+            ds.close()
+        times = np.sort(times.astype("datetime64[ns]"))
         if len(np.unique(times)) != len(times):
             raise InputDataError(f"{path} holds duplicate time stamps; re-download it")
-        entry = FileEntry(path, frequency, {str(v): times for v in ds.data_vars})
-        ds.close()
-        return entry
+        return FileEntry(path, frequency, {name: times for name in names})
 
     def _check_duplicates(self) -> None:
         seen: dict[tuple[str, np.datetime64], Path] = {}
@@ -111,23 +140,43 @@ class FileIndex:
                             f"{name} at {str(t)[:16]} is in both {other} and {entry.path}; keep "
                             "one copy in the input directory")
 
+    def __getstate__(self) -> dict:
+        """Picklable for worker processes: the index travels, open files do not."""
+        return {**self.__dict__, "_open": OrderedDict()}
+
+    def read(self, day: date) -> dict[str, Piece]:
+        """The pieces of every source variable for ``day``."""
+        return self.pieces(day, SOURCE_VARIABLES)
+
     def variables(self) -> set[str]:
         """Every vocabulary variable found in any file."""
         return {n for e in self.entries for n in e.times}
+
+    def _stamps(self, name: str) -> tuple[str, np.ndarray] | None:
+        """(frequency, sorted unique stamps) of a variable over all files; cached."""
+        if name not in self._stamp_cache:
+            holders = [e for e in self.entries if name in e.times]
+            if not holders:
+                self._stamp_cache[name] = None
+            else:
+                freq = holders[0].frequency
+                stamps = np.concatenate([e.times[name] for e in holders if e.frequency == freq])
+                self._stamp_cache[name] = (freq, np.unique(stamps))
+        return self._stamp_cache[name]
 
     def problems(self, day: date, names: tuple[str, ...]) -> list[str]:
         """What is missing for ``day`` (empty when the day can be ingested)."""
         out = []
         for name in names:
-            holders = [e for e in self.entries if name in e.times]
-            if not holders:
+            known = self._stamps(name)
+            if known is None:
                 out.append(f"{name}: in none of the {len(self.entries)} files")
                 continue
-            freq = holders[0].frequency
-            have = set(np.concatenate([e.times[name] for e in holders if e.frequency == freq]))
-            lacking = [t for t in needed_times(name, day, freq) if t not in have]
-            if lacking:
-                out.append(describe_missing(name, day, lacking))
+            freq, have = known
+            need = needed_times(name, day, freq)
+            lacking = need[~np.isin(need, have)]
+            if lacking.size:
+                out.append(describe_missing(name, day, list(lacking)))
         return out
 
     def pieces(self, day: date, names: tuple[str, ...]) -> dict[str, Piece]:
@@ -136,22 +185,28 @@ class FileIndex:
         for name in names:
             parts, origin, freq = [], [], None
             for entry in self.entries:
-                if name not in entry.times:
+                times = entry.times.get(name)
+                if times is None or not times.size:
                     continue
                 need = needed_times(name, day, entry.frequency)
-                hit = np.intersect1d(entry.times[name], np.array(need, dtype="datetime64[ns]"))
-                if hit.size:
-                    parts.append(self._load(entry.path, name, hit))
+                if need[-1] < times[0] or need[0] > times[-1]:
+                    continue
+                positions = np.flatnonzero(np.isin(times, need))
+                if positions.size:
+                    parts.append(self._load(entry.path, name, positions))
                     origin.append(entry.path.name)
                     freq = entry.frequency
             if parts:
                 out[name] = Piece(_concat(parts, origin), freq or "hourly", origin)
         return out
 
-    def _load(self, path: Path, name: str, times: np.ndarray) -> xr.DataArray:
+    def _load(self, path: Path, name: str, positions: np.ndarray) -> xr.DataArray:
+        """Read the given time positions (a contiguous run is read as one hyperslab)."""
         ds = self._dataset(path)
+        lo, hi = int(positions[0]), int(positions[-1]) + 1
+        index = slice(lo, hi) if hi - lo == positions.size else positions
         try:
-            return ds[name].sel(time=times).load()
+            return ds[name].isel(time=index).load()
         except Exception as exc:
             raise InputDataError(f"{path}: reading {name} failed ({exc}); the file is corrupt or "
                                  "truncated: download it again") from None

@@ -129,7 +129,10 @@ def write_cds_netcdf(ds: xr.Dataset, path: Path, layout: str = "new") -> Path:
     if layout == "new":
         out = out.assign_coords(number=0, expver=("valid_time",
                                                   np.full(out.sizes["valid_time"], "0001")))
-        enc = {n: {"zlib": True, "complevel": 1, "dtype": "float32"} for n in out.data_vars}
+        # one chunk per time step, as the CDS's GRIB → NetCDF conversion writes them
+        step = (1, out.sizes["latitude"], out.sizes["longitude"])
+        enc = {n: {"zlib": True, "complevel": 1, "dtype": "float32", "chunksizes": step}
+               for n in out.data_vars}
         enc["valid_time"] = {"units": "seconds since 1970-01-01", "dtype": "int64",
                              "calendar": "proleptic_gregorian"}
     else:

@@ -177,3 +177,18 @@ def test_files_that_do_not_cover_the_area(mirror_cfg, tmp_path):
 def test_start_after_end(mirror_cfg):
     with pytest.raises(ConfigError, match="start 2024-02-02 is after end 2024-02-01"):
         ingest(mirror_cfg, date(2024, 2, 2), date(2024, 2, 1))
+
+
+def test_grib_mirror(mirror_cfg, tmp_path):
+    from smcast.testing.grib import write_era5land_grib
+
+    hourly, truth = hourly_mirror(tmp_path / "nc", START, 2)
+    (tmp_path / "mirror").mkdir()
+    for i in range(3):  # one GRIB file per day; the last holds the closing 00 UTC step
+        part = hourly.isel(valid_time=slice(24 * i, 24 * i + 24))
+        write_era5land_grib(tmp_path / "mirror" / f"era5land_{i}.grib", part)
+    mirror_cfg.source.directory.pattern = "*.grib"
+    ingest(mirror_cfg, START, START + timedelta(days=1))
+    # 24-bit packing: errors of ~1e-7 of each field's range
+    assert_store_matches(DailyStore(mirror_cfg.store_path), truth,
+                         [START, START + timedelta(days=1)], rtol=1e-5, atol_frac=1e-5)

@@ -204,6 +204,23 @@ def test_duplicate_messages_rejected(tmp_path, hourly):
         open_grib(path)
 
 
+def test_variable_split_by_cfgrib_is_recombined(tmp_path):
+    """t2m messages labelled partly an, partly fc: cfgrib opens them as two hypercubes."""
+    import eccodes  # after smcast: its modules load pyproj first (see smcast.sources.grib)
+
+    ds = synthetic(("t2m", "tp"))
+    path = write_era5land_grib(tmp_path / "labels.grib", ds)
+    relabelled = tmp_path / "relabelled.grib"
+    with open(path, "rb") as src, open(relabelled, "wb") as dst:
+        while (h := eccodes.codes_grib_new_from_file(src)) is not None:
+            day = eccodes.codes_get(h, "dataDate")
+            if eccodes.codes_get(h, "shortName") == "2t" and day > 20230630:
+                eccodes.codes_set(h, "marsType", "fc")
+            eccodes.codes_write(h, dst)
+            eccodes.codes_release(h)
+    assert_round_trip(ds, open_grib(relabelled))
+
+
 def test_fields_on_two_grids_rejected(tmp_path):
     a = write_era5land_grib(tmp_path / "a.grib", synthetic(("t2m",)))
     b = write_era5land_grib(tmp_path / "b.grib", synthetic(("tp",), lon0=10.0))

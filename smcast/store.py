@@ -57,7 +57,7 @@ class DailyStore:
     @classmethod
     def create(cls, path: str | Path, grid: Grid, land_fraction: np.ndarray,
                land_mask: np.ndarray, statics: xr.Dataset | None, first_day: date,
-               source: str, compression_level: int = 3) -> "DailyStore":
+               source: str, compression_level: int = 1) -> "DailyStore":
         """Create a store whose time axis starts at ``first_day`` (one incomplete day).
 
         ``land_fraction`` (lat, lon) in 0…1, ``land_mask`` (lat, lon) bool, ``statics``: 2-D

@@ -130,7 +130,7 @@ def _land(cfg: Config, grid: Grid, source: Source, data_fraction: np.ndarray
 
 def _masked_and_checked(result: DayResult, mask: np.ndarray, grid: Grid, check_ranges: bool
                         ) -> dict[str, np.ndarray]:
-    out = {n: np.where(mask, v, np.nan).astype(np.float32) for n, v in result.fields.items()}
+    out = {n: np.where(mask, v, np.float32(np.nan)) for n, v in result.fields.items()}
     _check(out, mask, grid, result.day, result.origin, check_ranges)
     return out
 

@@ -69,10 +69,9 @@ class Regridder:
             (mean, valid_fraction), both (nlat, nlon) float64: the area-weighted mean of the
             valid points (NaN where none) and the fraction of the cell's area they cover.
         """
-        if self.identity:
-            valid = np.isfinite(field)
-            return field.astype(np.float64), valid.astype(np.float64)
         valid = np.isfinite(field)
+        if self.identity:
+            return field, valid.astype(np.float64)
         num = self._apply(np.where(valid, field, 0.0))
         den = self._apply(valid.astype(np.float64))
         with np.errstate(invalid="ignore", divide="ignore"):

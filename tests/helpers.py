@@ -34,7 +34,8 @@ def cell_means(field: np.ndarray, lat: np.ndarray, lon: np.ndarray, store: Daily
 
 
 def expected_day(truth: xr.Dataset, k: int, store: DailyStore) -> dict[str, np.ndarray]:
-    lat, lon = truth["latitude"].values, truth["longitude"].values
+    lat = truth["latitude"].values
+    lon = ((truth["longitude"].values + 180.0) % 360.0) - 180.0  # the reference works in -180…180
     day = {n: truth[n].values[k] * VARIABLES[n].scale for n in SOURCE_VARIABLES}
     day["q"] = specific_humidity(day["d2m"], day["sp"])
     day["wind"] = np.hypot(day["u10"], day["v10"])

@@ -192,3 +192,23 @@ def test_grib_mirror(mirror_cfg, tmp_path):
     # 24-bit packing: errors of ~1e-7 of each field's range
     assert_store_matches(DailyStore(mirror_cfg.store_path), truth,
                          [START, START + timedelta(days=1)], rtol=1e-5, atol_frac=1e-5)
+
+
+@pytest.mark.parametrize("convention", ["0-360, north first", "-180-180, south first"])
+def test_grid_conventions_across_the_prime_meridian(tmp_path, convention):
+    from smcast.config import load_config
+    from smcast.testing.era5 import era5_grid, synthetic_hourly
+
+    lat, lon = era5_grid(49.8, 52.2, -2.2, 2.2)  # lon 0…2.2 then 357.8…359.9
+    hourly, truth = synthetic_hourly(lat, lon, START, 1, seed=5)
+    if convention.startswith("-180"):
+        hourly = hourly.assign_coords(longitude=((hourly.longitude + 180) % 360) - 180)
+        hourly = hourly.sortby("longitude").sortby("latitude")
+    write_cds_netcdf(hourly, tmp_path / "mirror" / "a.nc")
+    cfg = load_config(None, [f"data_dir={tmp_path}", "grid.area=[52,-2,50,2]",
+                             "source.name=directory", f"source.directory.path={tmp_path / 'mirror'}",
+                             "ingest.workers=1"], environ={})
+    ingest(cfg, START, START)
+    store = DailyStore(cfg.store_path)
+    assert store.grid.lon.tolist() == [-1.75, -1.25, -0.75, -0.25, 0.25, 0.75, 1.25, 1.75]
+    assert_store_matches(store, truth, [START], rtol=2e-5, atol_frac=1e-6)

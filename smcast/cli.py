@@ -122,5 +122,65 @@ def forecast(cfg: Config, issue_date: str) -> None:
     click.echo(run_forecast(cfg, parse_day(issue_date, "--date")))
 
 
+@main.command()
+@click.option("--variant", type=click.Choice(["lstm", "phy", "phys"]),
+              help="Model variant (default: model.variant).")
+@click.option("--start", help="First training day (default: the store's first complete day).")
+@click.option("--end", help="Last training/validation day (default: test_days before the "
+              "store's latest complete day).")
+@click.option("--epochs", type=int, help="Maximum epochs (overrides the profile).")
+@click.option("--profile", type=click.Choice(["quick", "paper"]),
+              help="paper: the paper's settings (default); quick: short CPU-friendly run.")
+@click.option("--promote", type=click.Choice(["if-better", "always", "never"]),
+              help="Make the candidate the current model (default: train.promote).")
+@common
+def retrain(cfg: Config, variant: str | None, start: str | None, end: str | None,
+            epochs: int | None, profile: str | None, promote: str | None) -> None:
+    """Train a model on the store and promote it if it beats the current one."""
+    from smcast.train.retrain import retrain as run_retrain
+
+    summary = run_retrain(cfg, variant, parse_day(start, "--start"), parse_day(end, "--end"),
+                          epochs, profile, promote)
+    click.echo(summary.line())
+
+
+@main.command()
+@common
+def models(cfg: Config) -> None:
+    """List the trained models; * marks the current one."""
+    from smcast.model.registry import list_models
+
+    entries = list_models(cfg)
+    for e in entries:
+        m = e.manifest
+        test = [r for r in m.get("metrics", {}).get("test", [])
+                if r.get("predictor") in ("candidate", "model") and r.get("lead") == m["leads"][0]]
+        kge = f"KGE {test[0]['KGE']:.3f}" if test else "KGE n/a"
+        click.echo(f"{'*' if e.current else ' '} {e.name:<28} {m['variant']:<5} leads "
+                   f"{','.join(map(str, m['leads']))}  {kge}  {m.get('created', '')[:19]}"
+                   f"{'  (bundled)' if e.bundled else ''}")
+    click.echo(f"{len(entries)} model(s)")
+
+
+@main.command()
+@click.option("--model", "model_name", help="Model name (default: the current model).")
+@click.option("--start", required=True, help="First day of the evaluation period.")
+@click.option("--end", required=True, help="Last day of the evaluation period.")
+@click.option("--regions", type=click.Path(exists=True, dir_okay=False),
+              help="Categorical region map: text 'lat lon class' per 0.5° cell (e.g. Köppen).")
+@click.option("--compare", "compare_name", help="Another model for an improvement map.")
+@click.option("--output", type=click.Path(file_okay=False), help="Output folder (default: "
+              "<data_dir>/evaluations/<model>_<start>_<end>).")
+@common
+def evaluate(cfg: Config, model_name: str | None, start: str, end: str, regions: str | None,
+             compare_name: str | None, output: str | None) -> None:
+    """Score a model (and persistence and climatology) over a period."""
+    from smcast.evaluation_report import run_evaluation
+
+    click.echo(run_evaluation(cfg, model_name, parse_day(start, "--start"),
+                              parse_day(end, "--end"), Path(regions) if regions else None,
+                              compare_name, Path(output) if output else None))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

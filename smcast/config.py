@@ -153,6 +153,75 @@ class IngestConfig(Section):
     """Reject values outside the vocabulary's physical ranges (recommended)."""
 
 
+PAPER_DYNAMIC = ("t2m", "u10", "v10", "tp", "sp", "q", "ssrd", "strd")
+PAPER_STATIC = ("elevation", "clay", "sand", "silt", "storage_capacity", "land_cover")
+
+
+class ModelConfig(Section):
+    """The network and its physics-guided variant (see ``smcast.model.variants``)."""
+
+    variant: str = "phys"
+    """lstm (plain RMSE), phy (surface water balance, Eq. 10) or phys (with the deep-layer
+    storage change, Eq. 11)."""
+    weights: tuple[float, float] | None = None
+    """(λ1, λ2) of the loss; None: the variant's default (lstm 1:0, phy 5:5, phys 1:9)."""
+    snow_sign: Literal["paper", "mass"] = "paper"
+    """Sign of ΔSD in the water input: the paper's +ΔSD, or mass balance's −ΔSD."""
+    leads: list[int] = [1, 2, 3, 4, 5, 6]
+    """Days ahead of the last input day. [1] is the paper's set-up; 1…6 reaches today + 1
+    from forcing that lags ERA5-Land's ~5 days."""
+    seq_len: int = Field(7, ge=1, le=365)
+    """Input window in days (the paper: 7)."""
+    hidden_size: int = Field(128, ge=1)
+    """LSTM hidden units (the paper: 128)."""
+    num_layers: int = Field(1, ge=1, le=8)
+    """LSTM layers (the paper: 1)."""
+    dropout: float = Field(0.15, ge=0, lt=1)
+    """Dropout on the LSTM output (the paper: 0.15)."""
+    dynamic_inputs: list[str] = list(PAPER_DYNAMIC)
+    """Daily forcing variables fed to the network, in order (the paper's eight)."""
+    static_inputs: list[str] = list(PAPER_STATIC)
+    """Static fields repeated along the window (the paper's six)."""
+
+
+class TrainConfig(Section):
+    """The trainer (point sampling after Fang & Shen, early stopping)."""
+
+    start: date | None = None
+    """First training day; None: the store's first complete day."""
+    end: date | None = None
+    """Last day of training + validation; None: ``test_days`` before the store's latest
+    complete day."""
+    test_days: int = Field(365, ge=0)
+    """Held-out days after ``end`` used to compare candidate and current models."""
+    validation_fraction: float = Field(0.25, gt=0, lt=1)
+    """Chronological share of the training period used for validation (the paper: 25 %)."""
+    batch_size: int = Field(64, ge=1)
+    """Land cells per iteration, sharing one random window start (the paper's code: 64)."""
+    iterations_per_epoch: int = Field(300, ge=1)
+    """Iterations in an "epoch" (the paper's code: 300)."""
+    max_epochs: int = Field(1000, ge=1)
+    """Upper bound on epochs (the paper: 1000)."""
+    validate_every: int = Field(20, ge=1)
+    """Epochs between validations (the paper's code: 20)."""
+    patience: int = Field(10, ge=1)
+    """Validations without improvement before stopping (the paper's code: 10)."""
+    validation_cell_stride: int = Field(40, ge=1)
+    """Validate on every n-th land cell (the paper's code: 40)."""
+    learning_rate: float = Field(1e-3, gt=0)
+    """Adam learning rate (the paper: 1e-3)."""
+    seed: int = 42
+    """Seed of sampling, initialisation and dropout."""
+    deterministic: bool = False
+    """torch deterministic algorithms (slower on GPU; bit-for-bit repeatable runs)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """auto: CUDA when available, else CPU."""
+    promote: Literal["if-better", "always", "never"] = "if-better"
+    """Whether ``smcast retrain`` makes the candidate the current model."""
+    promote_metric: Literal["KGE", "R", "R2", "RMSE"] = "KGE"
+    """Median metric (lead 1, test period) a candidate must beat the current model on."""
+
+
 class Config(Section):
     """The whole smcast configuration."""
 
@@ -162,6 +231,8 @@ class Config(Section):
     store: StoreConfig = StoreConfig()
     source: SourceConfig = SourceConfig()
     ingest: IngestConfig = IngestConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
 
     @property
     def store_path(self) -> Path:

@@ -10,6 +10,7 @@ systemd and monitoring tell the failure classes apart:
  3    bad input data (missing variable, missing hours, corrupt file, values out of range, …)
  4    data not available yet (beyond the source's latency, or not in the mirror)
  5    store problem (grid mismatch, store locked by another run, store unreadable)
+ 6    model problem (damaged or tampered package, pickle refused, model/store mismatch)
 ====  ==========================================================================
 """
 

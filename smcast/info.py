@@ -33,10 +33,15 @@ def store_report(path: Path) -> list[str]:
 
 
 def model_report(cfg: Config) -> list[str]:
-    """Trained model packages found under ``<data_dir>/models``."""
-    root = cfg.data_dir / "models"
-    found = sorted(p.parent.name for p in root.glob("*/manifest.json")) if root.exists() else []
-    return [f"models ({root}): {', '.join(found) if found else 'none'}"]
+    """Trained model packages (own and bundled), the current one marked."""
+    from smcast.model.registry import list_models, models_dir
+
+    entries = list_models(cfg)
+    if not entries:
+        return [f"models ({models_dir(cfg)}): none (train one with `smcast retrain`)"]
+    names = [f"{'*' if e.current else ''}{e.name}{' (bundled)' if e.bundled else ''}"
+             for e in entries]
+    return [f"models ({models_dir(cfg)}): {', '.join(names)}"]
 
 
 def gpu_report() -> list[str]:

@@ -148,13 +148,18 @@ class DailyStore:
         if days[0] < axis[0]:
             raise StoreError(f"store {self.path} starts at {axis[0]}; it cannot take {days[0]}. "
                              "Ingest into a new store (--store PATH) that starts earlier.")
-        if days[-1] > axis[-1]:
-            extra = _empty_days(self.grid, list(date_range(axis[-1] + timedelta(days=1),
-                                                           days[-1])))
-            extra.attrs = self.attrs  # xarray rewrites the group's attributes on append
-            extra.to_zarr(self.path, append_dim="time", consolidated=True)
         batch = _days_dataset(self.grid, days, fields)
-        batch.attrs = self.attrs
+        batch.attrs = self.attrs  # xarray rewrites the group's attributes on append
+        after = list(date_range(axis[-1] + timedelta(days=1), days[-1]))
+        if after == days:  # whole batch new and contiguous: one append, flags still 0
+            batch.assign(complete=("time", np.zeros(len(days), np.int8))).to_zarr(
+                self.path, append_dim="time", consolidated=True)
+            self._set_complete(days, 1)
+            return
+        if after:
+            extra = _empty_days(self.grid, after)
+            extra.attrs = self.attrs
+            extra.to_zarr(self.path, append_dim="time", consolidated=True)
         self._set_complete(days, 0)
         batch.to_zarr(self.path, region="auto", consolidated=True)
         self._set_complete(days, 1)

@@ -87,8 +87,9 @@ def daily_value(piece: Piece, name: str, day: date) -> np.ndarray:
     if missing:
         raise InputDataError(f"{day} is incomplete: {describe_missing(name, day, missing)} "
                              f"(files: {', '.join(piece.origin) or 'none'})")
-    sel = piece.data.sel(time=needed_times(name, day, piece.frequency))
-    values = sel.values.astype(np.float64)
+    stamps = piece.data["time"].values
+    positions = np.searchsorted(stamps, needed_times(name, day, piece.frequency))
+    values = np.asarray(piece.data.values)[positions].astype(np.float64)
     if values.shape[0] > 1:
         gaps = np.isnan(values)
         partial = gaps.any(axis=0) & ~gaps.all(axis=0)

@@ -1,0 +1,129 @@
+"""Training benchmarks; prints its figures (not part of the test run).
+
+    python bench/train.py                          # throughput only
+    python bench/train.py --store smcast-data/store.zarr --start 2021-01-01 --end 2022-12-31
+
+1. Throughput (samples/s) of smcast's real training step — point sampling from the prepared
+   tensors, the physics-guided loss, backward, Adam — against a bare ``nn.LSTM`` → dropout →
+   linear head forward + MSE + backward + Adam step on random tensors of the same batch shape
+   (the same network, without smcast's machinery), in the same run. Target: the real step at ≥ 80 % of the bare figure.
+2. With ``--store``: peak memory and time of preparing a two-year global 0.5° training run
+   (load the land cells, fit scalers, put the tensors in place) and one epoch of training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+from datetime import date, timedelta
+
+import numpy as np
+import torch
+from torch import nn
+
+from smcast.config import load_config
+from smcast.grid import Grid
+from smcast.model.scaling import Scalers
+from smcast.model.variants import get_variant
+from smcast.model.wrapper import SoilMoistureModel
+from smcast.train.data import CellData
+from smcast.train.sampler import PointSampler
+from smcast.train.trainer import make_optimizer, train_step
+
+
+def synthetic(n_cells: int, n_days: int, seed: int = 0) -> CellData:
+    rng = np.random.default_rng(seed)
+    days = [date(2021, 1, 1) + timedelta(days=i) for i in range(n_days)]
+    dyn = rng.normal(size=(n_cells, n_days, 8)).astype(np.float32)
+    target = rng.uniform(0.1, 0.4, size=(n_cells, n_days)).astype(np.float32)
+    d = rng.integers(-1, 2, size=(n_cells, n_days)).astype(np.int8)
+    return CellData(days, np.arange(n_cells), np.zeros(n_cells, np.float32), dyn,
+                    rng.normal(size=(n_cells, 6)).astype(np.float32), target, d, d)
+
+
+def model_for(data: CellData, variant: str = "phys") -> SoilMoistureModel:
+    n = data.target.shape[0]
+    mask = np.zeros(Grid(0.5).shape, bool)
+    mask.ravel()[:n] = True
+    return SoilMoistureModel(get_variant(variant),
+                             Scalers.fit(data.dynamic, data.target, data.statics), mask,
+                             Grid(0.5), leads=(1,))
+
+
+def time_steps(fn, steps: int) -> float:
+    for _ in range(10):
+        fn()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    return time.perf_counter() - t0
+
+
+def throughput(batch: int, steps: int) -> tuple[float, float]:
+    data = synthetic(5000, 400)
+    model = model_for(data)
+    sampler = PointSampler(model, data, torch.device("cpu"))
+    net = model.network.train()
+    opt = make_optimizer(net, 1e-3)
+    rng = np.random.default_rng(0)
+    real = time_steps(lambda: train_step(net, opt, sampler.batch(rng, batch), (0.1, 0.9)), steps)
+
+    lstm, head = nn.LSTM(14, 128, batch_first=True), nn.Linear(128, 1)
+    drop = nn.Dropout(0.15)  # the same network as smcast's: LSTM → dropout → linear
+    bare_opt = torch.optim.Adam([*lstm.parameters(), *head.parameters()], lr=1e-3, fused=True)
+    x, y = torch.randn(batch, 7, 14), torch.randn(batch, 1)
+
+    def bare() -> None:
+        bare_opt.zero_grad(set_to_none=True)
+        out, _ = lstm(x)
+        loss = ((head(drop(out[:, -1])) - y) ** 2).mean()
+        loss.backward()
+        bare_opt.step()
+
+    return batch * steps / real, batch * steps / time_steps(bare, steps)
+
+
+def global_run(store_path: str, start: date, end: date) -> None:
+    from smcast.store import DailyStore
+    from smcast.train.data import load_cells
+    from smcast.train.retrain import build_model
+    from smcast.train.trainer import train
+
+    cfg = load_config(None, ["train.max_epochs=1", "train.validate_every=1"], environ={})
+    store = DailyStore(store_path)
+    t0 = time.perf_counter()
+    data = load_cells(store, start, end, cfg.model.dynamic_inputs, cfg.model.static_inputs,
+                      deep=True)
+    split = data.days[int(len(data.days) * 0.75)]
+    fit = data.span(start, split - timedelta(days=1))
+    val = data.span(split, end)
+    model = build_model(cfg, "phys", fit, store)
+    t_load = time.perf_counter() - t0
+    res = train(model, fit, val, cfg.train)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"global run: {data.target.shape[0]} cells x {len(data.days)} days loaded and prepared "
+          f"in {t_load:.0f} s; 1 epoch ({cfg.train.iterations_per_epoch} iterations of "
+          f"{cfg.train.batch_size}) + validation in {res.seconds:.0f} s; peak RSS {rss:.0f} MiB")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--store")
+    ap.add_argument("--start", default="2021-01-01")
+    ap.add_argument("--end", default="2022-12-31")
+    a = ap.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    print(f"# smcast training benchmark (torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, CPU)")
+    for batch in (64, 256, 1024):
+        real, bare = throughput(batch, a.steps)
+        print(f"batch {batch:>5}: smcast step {real:>9.0f} samples/s, bare nn.LSTM step "
+              f"{bare:>9.0f} samples/s → {100 * real / bare:.0f} %")
+    if a.store:
+        global_run(a.store, date.fromisoformat(a.start), date.fromisoformat(a.end))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Training: land-cell data from the store, point sampling, the trainer, retrain/promote."""

@@ -59,7 +59,7 @@ def test_retrain_promotes_then_respects_never(tiny_store):
     assert current_name(cfg) == name
     listing = cli(args, "models")
     assert f"* {name}" in listing.stdout and "lstm" in listing.stdout
-    assert "2 model(s)" in listing.stdout
+    assert "3 model(s)" in listing.stdout and "demo-phys" in listing.stdout  # + the bundled one
 
 
 def test_bad_retrain_requests(tiny_store):

@@ -51,6 +51,7 @@ class PointSampler:
             raise ValueError(f"{self.n_days} days are too few for a {self.seq_len}-day window "
                              f"and leads up to {int(self.leads.max())}")
         self.device = device
+        self.finite = bool(torch.isfinite(self.y).all() and torch.isfinite(self.dyn).all())
 
     def batch(self, rng: np.random.Generator, size: int) -> Batch:
         """A random batch: ``size`` cells, one shared window start."""

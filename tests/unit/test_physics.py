@@ -231,3 +231,22 @@ def test_loss_broadcasts_batch_by_leads():
     # errors .1, 0, 0, .3; hinges: 1·(.4−.3)=.1, 1·(.4−.5)<0, −1·(.3−.2)<0, −1·(.3−.4)=.1
     assert terms["rmse"].item() == pytest.approx(math.sqrt((0.01 + 0.09) / 4))
     assert terms["phy"].item() == pytest.approx((0.01 + 0.01) / 4)
+
+
+def test_finite_fast_path_equals_the_masked_loss():
+    import torch
+
+    from smcast.physics import physics_guided_loss_terms
+
+    g = torch.Generator().manual_seed(0)
+    pred = torch.rand(64, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    obs, prev = torch.rand(64, 3, generator=g, dtype=torch.float64), torch.rand(
+        64, 3, generator=g, dtype=torch.float64)
+    d = torch.randint(-1, 2, (64, 3), generator=g).to(torch.float64)
+    slow = physics_guided_loss_terms(pred, obs, prev, d, (0.3, 0.7))
+    fast = physics_guided_loss_terms(pred, obs, prev, d, (0.3, 0.7), assume_finite=True)
+    for key in ("total", "rmse", "phy"):
+        torch.testing.assert_close(fast[key], slow[key])
+    g_slow, = torch.autograd.grad(slow["total"], pred)
+    g_fast, = torch.autograd.grad(fast["total"], pred)
+    torch.testing.assert_close(g_fast, g_slow)

@@ -53,6 +53,11 @@ def common(func: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt:
             click.echo("smcast: interrupted", err=True)
             sys.exit(130)
+        except Exception as exc:  # noqa: BLE001 — report, never a silent failure
+            log.debug("unexpected error", exc_info=True)
+            click.echo(f"smcast: unexpected error: {type(exc).__name__}: {exc} (run with -v "
+                       "for the traceback)", err=True)
+            sys.exit(1)
 
     return wrapper
 
@@ -113,13 +118,24 @@ def info(cfg: Config, store_path: str | None) -> None:
 
 
 @main.command()
-@click.option("--date", "issue_date", default="today", help="Issue date (YYYY-MM-DD or today).")
+@click.option("--date", "issue_date", default="today", show_default=True,
+              help="Issue date: YYYY-MM-DD, 'today' or 'yesterday' (UTC).")
+@click.option("--model", "model_name", help="Model name (default: the current model).")
+@click.option("--output", type=click.Path(file_okay=False),
+              help="Output directory (default: forecast.output_dir or <data_dir>/forecasts).")
+@click.option("--force", is_flag=True, help="Redo an issue date that is already done.")
 @common
-def forecast(cfg: Config, issue_date: str) -> None:
-    """Produce the forecast for an issue date (so far: brings the store up to date)."""
+def forecast(cfg: Config, issue_date: str, model_name: str | None, output: str | None,
+             force: bool) -> None:
+    """Forecast soil moisture over every land cell for one issue date."""
+    from smcast.errors import NOTHING_TO_DO
     from smcast.forecast import run_forecast
 
-    click.echo(run_forecast(cfg, parse_day(issue_date, "--date")))
+    result = run_forecast(cfg, parse_day(issue_date, "--date"), model_name,
+                          Path(output) if output else None, force)
+    click.echo(result.line())
+    if result.status != "done":
+        sys.exit(NOTHING_TO_DO)
 
 
 @main.command()

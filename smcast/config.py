@@ -222,6 +222,23 @@ class TrainConfig(Section):
     """Median metric (lead 1, test period) a candidate must beat the current model on."""
 
 
+class ForecastConfig(Section):
+    """The daily forecast run and its products."""
+
+    output_dir: Path | None = None
+    """Where products go; default ``<data_dir>/forecasts``."""
+    model: str | None = None
+    """Model name; None: the current model (``smcast models``)."""
+    batch_size: int = Field(0, ge=0)
+    """Land cells per forward pass; 0: chosen from the device's free memory."""
+    consistency_days: int = Field(30, ge=1, le=365)
+    """Recent verifiable days the model is re-run on for the consistency layer (Eq. 19)."""
+    consistency_threshold: float = Field(0.5, ge=0, le=1)
+    """A cell whose recent consistency rate is at least this is flagged consistent."""
+    filenames: Path | None = None
+    """YAML of file-name patterns; default ``templates/filenames.yaml``."""
+
+
 class Config(Section):
     """The whole smcast configuration."""
 
@@ -233,6 +250,7 @@ class Config(Section):
     ingest: IngestConfig = IngestConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    forecast: ForecastConfig = ForecastConfig()
 
     @property
     def store_path(self) -> Path:

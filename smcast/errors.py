@@ -11,6 +11,8 @@ systemd and monitoring tell the failure classes apart:
  4    data not available yet (beyond the source's latency, or not in the mirror)
  5    store problem (grid mismatch, store locked by another run, store unreadable)
  6    model problem (damaged or tampered package, pickle refused, model/store mismatch)
+ 7    nothing to do (the forecast for that issue date exists; use --force to redo it)
+75    busy: another smcast run holds the lock (try again later)
 ====  ==========================================================================
 """
 
@@ -45,3 +47,12 @@ class StoreError(SmcastError):
     """The daily store does not match the request, or cannot be written."""
 
     exit_code = 5
+
+
+class BusyError(SmcastError):
+    """Another smcast process holds the lock for this work."""
+
+    exit_code = 75
+
+
+NOTHING_TO_DO = 7

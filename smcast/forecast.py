@@ -1,59 +1,367 @@
-"""``smcast forecast``: the daily operational run.
+"""``smcast forecast``: the daily operational run, reading like the design card.
 
-Step 1 — bring the store up to date from the source up to the issue date — is in place; the model
-run and the product writers arrive with the model and forecast issues, and until then the command
-stops after step 1 with a clear message.
+1. bring the store up to date from the source up to the issue date;
+2. find the latest complete forcing day L and check the input window L−6…L;
+3. run the model over every land cell for every lead (valid days L+1 … L+N);
+4. consistency layers: the model re-run on the most recent verifiable days gives each cell's
+   share of physically consistent predictions (Eq. 19) and a flag; per valid day an Eq. 19 flag
+   that stays "not yet verifiable" until the store holds that day;
+5. write NetCDF, Cloud-Optimized GeoTIFFs (+ QGIS styles) and a quicklook, each atomically;
+6. write the run manifest last: its presence means the issue date is done (re-runs are no-ops
+   unless ``--force``).
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import json
 import logging
-from datetime import date, timedelta
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Iterator
 
+import numpy as np
+import pandas as pd
+import xarray as xr
+import yaml
+
+import smcast
+from smcast import metrics
 from smcast.config import Config
-from smcast.errors import DataUnavailableError, SmcastError
+from smcast.errors import BusyError, ConfigError, DataUnavailableError
 from smcast.grid import Grid
 from smcast.ingest.pipeline import IngestSummary, ingest
+from smcast.model.package import ModelError, check_compatible, load_package
+from smcast.model.registry import current_name, model_path
+from smcast.model.wrapper import SoilMoistureModel
 from smcast.sources.base import make_source
-from smcast.store import DailyStore
+from smcast.store import DailyStore, date_range
+from smcast.train.data import CellData, load_cells
 
 log = logging.getLogger(__name__)
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+SEA = 255
+CONSISTENT, INCONSISTENT, NO_SIGNAL, NOT_YET = 0, 1, 2, 3
 
-#: days of forcing a run needs before the latest complete day: the 7-day input window plus the
-#: 30 most recent verifiable days used for the consistency layers
-WINDOW_DAYS = 37
+
+@dataclass
+class ForecastResult:
+    """What a forecast run did (``status``: done or nothing-to-do)."""
+
+    status: str
+    issue: date
+    last_forcing: date | None = None
+    valid: list[date] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+    manifest: Path | None = None
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        """The summary line."""
+        if self.status != "done":
+            return f"forecast {self.issue}: nothing to do, {self.manifest} exists (--force redoes it)"
+        return (f"forecast {self.issue}: forcing to {self.last_forcing}, valid {self.valid[0]}…"
+                f"{self.valid[-1]}, {len(self.files)} file(s) in {self.manifest.parent} "
+                f"[{self.seconds:.1f} s]")
+
+
+# -- 1. the store ----------------------------------------------------------------------------
+def window_days(cfg: Config) -> int:
+    """Days of forcing a run needs up to L: the input window plus the verification days."""
+    return cfg.model.seq_len + cfg.forecast.consistency_days
 
 
 def update_store(cfg: Config, issue: date) -> tuple[date, IngestSummary | None]:
     """Ingest what the source has up to ``issue`` that the store lacks in the run's window.
 
-    Returns (L, summary): the latest day the source can deliver for this issue date and what was
-    ingested (None when the store was already up to date).
+    Returns (newest, summary): the newest day the source can deliver for this issue date and what
+    was ingested (None when the store was already up to date).
     """
     grid = Grid.from_config(cfg.grid)
     source = make_source(cfg, grid)
     newest = source.available_until(issue)
     if newest is None:
         raise DataUnavailableError(f"the {source.name} source has no complete day up to {issue}")
-    first = newest - timedelta(days=WINDOW_DAYS - 1)
+    first = newest - timedelta(days=window_days(cfg) - 1)
     done: set[date] = set()
     if cfg.store_path.exists():
         store = DailyStore(cfg.store_path)
         done = set(store.complete_days())
         first = max(first, store.days()[0])
-    todo = [first + timedelta(days=i) for i in range((newest - first).days + 1)]
-    todo = [d for d in todo if d not in done]
+    todo = [d for d in date_range(first, newest) if d not in done]
     if not todo:
         log.info("store already holds every day up to %s", newest)
         return newest, None
     return newest, ingest(cfg, todo[0], todo[-1], source=source)
 
 
-def run_forecast(cfg: Config, issue: date) -> str:
-    """The forecast run for one issue date; returns its summary line."""
-    newest, summary = update_store(cfg, issue)
-    if summary:
-        log.info(summary.line())
-    raise SmcastError(f"store {cfg.store_path} is up to date to {newest}, but `smcast forecast` "
-                      "cannot forecast yet: the model and the product writers are not "
-                      "implemented in this version (use `smcast ingest` and `smcast info`)")
+def latest_window(store: DailyStore, newest: date, need: int) -> date:
+    """L: the newest complete day ≤ ``newest`` whose ``need`` days up to it are all complete."""
+    done = set(store.complete_days())
+    last = max((d for d in done if d <= newest), default=None)
+    if last is None:
+        raise DataUnavailableError(f"the store {store.path} has no complete day up to {newest}")
+    lacking = [d for d in date_range(last - timedelta(days=need - 1), last) if d not in done]
+    if lacking:
+        raise DataUnavailableError(
+            f"the store lacks {len(lacking)} day(s) of the {need}-day window ending {last}: "
+            f"{', '.join(map(str, lacking[:10]))}{' …' if len(lacking) > 10 else ''}; ingest "
+            f"them with `smcast ingest --start {lacking[0]} --end {lacking[-1]}`")
+    return last
+
+
+# -- 3./4. model runs ------------------------------------------------------------------------
+def batch_size(cfg: Config, model: SoilMoistureModel) -> int:
+    """Configured, or from free memory: ~16 KB of activations per cell on the GPU, 65 536 on CPU."""
+    import torch
+
+    if cfg.forecast.batch_size:
+        return cfg.forecast.batch_size
+    if torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info()
+        return int(max(4096, min(1 << 20, free // (4 * model.hidden_size * model.seq_len * 64))))
+    return 65536
+
+
+def forecast_cells(model: SoilMoistureModel, data: CellData, bs: int) -> np.ndarray:
+    """Predictions (n, n_leads) from the window ending on the last day of ``data``."""
+    dyn = data.dynamic[:, -model.seq_len:]
+    return model.predict(dyn, data.statics, data.cells, batch_size=bs)
+
+
+def clip_physical(pred: np.ndarray) -> np.ndarray:
+    """Volumetric water content lies in 0…1: values outside (a network can overshoot in deserts)
+    are clipped, and how many is logged."""
+    outside = int(((pred < 0) | (pred > 1)).sum())
+    if outside:
+        log.warning("clipped %d prediction(s) outside 0…1 m3 m-3", outside)
+    return np.clip(pred, 0.0, 1.0)
+
+
+def recent_consistency(model: SoilMoistureModel, data: CellData, bs: int) -> np.ndarray:
+    """Per cell (n,), the Eq. 19 consistency rate of lead-1 predictions of the recent days."""
+    seq = model.seq_len
+    n_days = data.target.shape[1]
+    preds = []
+    for end in range(seq, n_days):  # target day ``end``, inputs end−seq … end−1
+        dyn = data.dynamic[:, end - seq:end]
+        preds.append(model.predict(dyn, data.statics, data.cells, batch_size=bs)[:, 0])
+    pred = np.stack(preds, axis=-1)
+    t = np.arange(seq, n_days)
+    return metrics.consistency_rate(pred, data.target[:, t - 1], data.direction_eval[:, t])
+
+
+def consistency_flag(rate: np.ndarray, threshold: float) -> np.ndarray:
+    """Flag per cell: consistent (rate ≥ threshold), inconsistent, or no water-balance signal."""
+    flag = np.full(rate.shape, NO_SIGNAL, np.uint8)
+    flag[rate >= threshold] = CONSISTENT
+    flag[rate < threshold] = INCONSISTENT
+    return flag
+
+
+# -- 5. the dataset and the products -----------------------------------------------------------
+def to_grid(values: np.ndarray, mask: np.ndarray, fill: float | int) -> np.ndarray:
+    """Land-cell values (n, ...) → (..., nlat, nlon) with ``fill`` over the sea."""
+    extra = values.shape[1:]
+    out = np.full((*mask.shape, *extra), fill, dtype=values.dtype)
+    out[mask] = values
+    return np.moveaxis(out, (0, 1), (-2, -1)) if extra else out
+
+
+def forecast_dataset(model: SoilMoistureModel, name: str, sha: str, store: DailyStore,
+                     issue: date, last: date, pred: np.ndarray, rate: np.ndarray,
+                     cfg: Config) -> xr.Dataset:
+    """The forecast as an xarray Dataset (the writers' input contract)."""
+    mask, grid = store.land_mask, store.grid
+    valid = [last + timedelta(days=k) for k in model.leads]
+    ref = pd.Timestamp(last + timedelta(days=1))
+    times = pd.DatetimeIndex([pd.Timestamp(d) for d in valid])
+    verification = np.full((len(valid), *mask.shape), SEA, np.uint8)
+    verification[:, mask] = NOT_YET
+    ds = xr.Dataset(
+        {"swvl1": (("time", "lat", "lon"), to_grid(pred, mask, np.nan).astype(np.float32)),
+         "consistency_rate": (("lat", "lon"), to_grid(rate.astype(np.float32), mask, np.nan)),
+         "consistency_flag": (("lat", "lon"), to_grid(
+             consistency_flag(rate, cfg.forecast.consistency_threshold), mask, SEA)),
+         "verification_flag": (("time", "lat", "lon"), verification)},
+        coords={"time": times, "lat": grid.lat, "lon": grid.lon,
+                "forecast_reference_time": ref,
+                "forecast_period": ("time", ((times - ref) / pd.Timedelta(hours=1)).values
+                                    .astype(np.float64)),
+                "lead": ("time", np.asarray(model.leads, np.int32))})
+    ds.attrs = {"smcast_model": name, "smcast_variant": model.variant.name,
+                "smcast_version": smcast.__version__, "smcast_model_sha256": sha,
+                "issue_date": str(issue), "last_forcing_day": str(last),
+                "consistency_threshold": cfg.forecast.consistency_threshold,
+                "consistency_days": cfg.forecast.consistency_days,
+                "grid_resolution": grid.resolution}
+    return ds
+
+
+def filenames(cfg: Config) -> dict[str, str]:
+    """The file-name patterns (``templates/filenames.yaml`` unless configured)."""
+    path = cfg.forecast.filenames or TEMPLATES / "filenames.yaml"
+    if not Path(path).is_file():
+        raise ConfigError(f"file-name patterns {path} not found; set forecast.filenames")
+    return yaml.safe_load(Path(path).read_text())
+
+
+def product_path(out: Path, pattern: str, **values: str) -> Path:
+    """A product's path from its pattern; ConfigError if it would leave the output directory."""
+    path = (out / pattern.format(**values)).resolve()
+    if out.resolve() not in path.parents:
+        raise ConfigError(f"file-name pattern {pattern!r} writes outside {out}: {path}")
+    return path
+
+
+def write_products(ds: xr.Dataset, out: Path, names: dict[str, str]) -> list[Path]:
+    """NetCDF, one soil-moisture and one verification-flag COG per valid day, the consistency
+    flag COG, and the quicklook; each written atomically."""
+    from smcast.writers.geotiff import write_cog
+    from smcast.writers.netcdf import write_netcdf
+    from smcast.writers.quicklook import quicklook
+
+    fmt = {"issue": ds.attrs["issue_date"].replace("-", ""), "model": ds.attrs["smcast_model"]}
+    tags = {k: str(v) for k, v in ds.attrs.items()}
+    files = [write_netcdf(ds, _mk(product_path(out, names["netcdf"], **fmt)))]
+    for i, t in enumerate(pd.DatetimeIndex(ds["time"].values)):
+        valid = {**fmt, "valid": t.strftime("%Y%m%d")}
+        day_tags = {**tags, "valid_date": t.strftime("%Y-%m-%d"), "lead_days": str(
+            int(ds["lead"][i]))}
+        sm = ds["swvl1"].isel(time=i)
+        files.append(write_cog(sm, _mk(product_path(out, names["geotiff"], variable="swvl1",
+                                                    **valid)), "soil_moisture",
+                               {**day_tags, "units": "m3 m-3"},
+                               f"volumetric soil water 0-7 cm, valid {t:%Y-%m-%d}"))
+        files.append(write_cog(ds["verification_flag"].isel(time=i), _mk(product_path(
+            out, names["geotiff"], variable="verification_flag", **valid)), "verification_flag",
+            day_tags, f"Eq. 19 physical consistency, valid {t:%Y-%m-%d}"))
+    files.append(write_cog(ds["consistency_flag"], _mk(product_path(
+        out, names["consistency_geotiff"], **fmt)), "consistency_flag", tags,
+        "recent physical-consistency flag"))
+    files.append(quicklook(ds["swvl1"].isel(time=-1), _mk(product_path(
+        out, names["quicklook"], **fmt)), _title(ds), flags=ds["consistency_flag"]))
+    return files
+
+
+def publish(ds: xr.Dataset, out: Path, names: dict[str, str]) -> list[Path]:
+    """Write every product into a staging folder, then move each into place (``os.replace``):
+    a failure while writing leaves nothing in the output directory."""
+    staging = out / f".staging-{ds.attrs['issue_date']}-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        written = write_products(ds, staging, names)
+        final = []
+        for path in written:
+            target = out / path.relative_to(staging.resolve())
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+            final.append(target)
+            qml = path.with_suffix(".qml")
+            if qml.exists():
+                os.replace(qml, target.with_suffix(".qml"))
+        return final
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _mk(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _title(ds: xr.Dataset) -> str:
+    t = pd.Timestamp(ds["time"].values[-1])
+    return (f"smcast {ds.attrs['smcast_model']} — soil moisture 0–7 cm, valid {t:%Y-%m-%d} "
+            f"(issued {ds.attrs['issue_date']})")
+
+
+def sha256(path: Path) -> str:
+    """Hex sha256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@contextmanager
+def run_lock(out: Path) -> Iterator[None]:
+    """One forecast run at a time per output directory (BusyError otherwise)."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".smcast-forecast.lock", "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BusyError(f"another smcast forecast is running in {out}; try again later") \
+                from None
+        yield
+
+
+# -- the run ---------------------------------------------------------------------------------
+def run_forecast(cfg: Config, issue: date, model_name: str | None = None,
+                 output: Path | None = None, force: bool = False) -> ForecastResult:
+    """The forecast for one issue date (see the module docstring for the steps)."""
+    t0 = time.perf_counter()
+    if issue > datetime.now(timezone.utc).date() + timedelta(days=1):
+        raise ConfigError(f"issue date {issue} is in the future; use today or earlier")
+    out = Path(output or cfg.forecast.output_dir or cfg.data_dir / "forecasts").resolve()
+    name = model_name or cfg.forecast.model or current_name(cfg)
+    if name is None:
+        raise ConfigError("no model: train one with `smcast retrain` or name one with --model")
+    names = filenames(cfg)
+    manifest_path = product_path(out, names["manifest"], issue=issue.strftime("%Y%m%d"),
+                                 model=name)
+    with run_lock(out):
+        if manifest_path.exists() and not force:
+            return ForecastResult("nothing-to-do", issue, manifest=manifest_path)
+        newest, _ = update_store(cfg, issue)
+        store = DailyStore(cfg.store_path)
+        folder = model_path(cfg, name)
+        model = load_package(folder)
+        try:
+            check_compatible(model, store)
+        except ModelError as exc:
+            raise ModelError(f"cannot forecast with model {name!r}: {exc}") from None
+        last = latest_window(store, newest, model.seq_len + cfg.forecast.consistency_days)
+        data = load_cells(store, last - timedelta(days=window_days(cfg) - 1), last,
+                          list(model.dynamic_inputs), list(model.static_inputs),
+                          model.variant.deep, model.variant.snow_sign)
+        bs = batch_size(cfg, model)
+        t_inf = time.perf_counter()
+        pred = clip_physical(forecast_cells(model, data, bs))
+        rate = recent_consistency(model, data, bs)
+        t_inf = time.perf_counter() - t_inf
+        ds = forecast_dataset(model, name, model.manifest.get("weights_sha256", ""), store,
+                              issue, last, pred, rate, cfg)
+        files = publish(ds, out, names)
+        result = ForecastResult("done", issue, last, [last + timedelta(days=k)
+                                                      for k in model.leads], files,
+                                manifest_path, time.perf_counter() - t0)
+        _write_manifest(result, ds, data, store, t_inf)
+    return result
+
+
+def _write_manifest(result: ForecastResult, ds: xr.Dataset, data: CellData,
+                    store: DailyStore, inference_s: float) -> None:
+    from smcast.writers.atomic import atomic_path
+
+    doc = {"issue_date": str(result.issue), "last_forcing_day": str(result.last_forcing),
+           "valid_days": [str(d) for d in result.valid],
+           "leads": [int(v) for v in ds["lead"].values],
+           "model": ds.attrs["smcast_model"], "variant": ds.attrs["smcast_variant"],
+           "model_sha256": ds.attrs["smcast_model_sha256"],
+           "input_days": [str(data.days[0]), str(data.days[-1])],
+           "land_cells": int(store.land_cells), "smcast_version": smcast.__version__,
+           "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+           "timings_s": {"total": round(result.seconds, 3), "inference": round(inference_s, 3)},
+           "files": [{"path": str(p.relative_to(result.manifest.parent)), "sha256": sha256(p)}
+                     for p in result.files]}
+    with atomic_path(result.manifest) as tmp:
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")

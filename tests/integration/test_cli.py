@@ -82,17 +82,18 @@ def test_console_script_runs_the_demo_offline(tmp_path, demo_cache):
     assert (tmp_path / "smcast-data" / "store.zarr").is_dir()
 
 
-def test_forecast_updates_the_store_then_says_it_cannot_forecast_yet(tmp_path, demo_cache):
+def test_forecast_refuses_a_model_that_does_not_fit_the_store(tmp_path, demo_cache):
+    """The bundled global model on a regional store: the store is brought up to date, then the
+    model/store mismatch is refused with exit code 6 and no product is written."""
     issue = date(2021, 3, 10)
     args = ["forecast", "--date", str(issue), "--set", f"data_dir={tmp_path}",
             "--set", "grid.area=[52,-2,48,4]", "--set", "source.demo.epoch=2021-01-01",
             "--set", f"source.demo.cache_dir={demo_cache}"]
     result = run(*args)
-    assert result.exit_code == 1
-    assert "up to date to 2021-03-05" in result.stderr and "cannot forecast yet" in result.stderr
+    assert result.exit_code == 6, result.output
+    assert "grid" in result.stderr and "demo-phys" in result.stderr
     from smcast.store import DailyStore
 
     store = DailyStore(tmp_path / "store.zarr")
     assert store.days()[0] == date(2021, 1, 28) and store.latest_complete_day() == date(2021, 3, 5)
-    again = run(*args)  # nothing left to ingest: the store is not touched
-    assert again.exit_code == 1 and "ingested" not in again.stderr
+    assert not (tmp_path / "forecasts").exists() or not any((tmp_path / "forecasts").glob("*/*"))

@@ -1,0 +1,1 @@
+"""Product writers: CF/ACDD NetCDF, Cloud-Optimized GeoTIFF and quicklooks, written atomically."""

@@ -1,0 +1,151 @@
+"""`smcast forecast` end to end on a small demo grid with a tiny model."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, timedelta
+
+import numpy as np
+import pytest
+import rasterio
+import xarray as xr
+from click.testing import CliRunner
+
+from smcast.cli import main
+from smcast.errors import DataUnavailableError
+from smcast.forecast import latest_window, product_path
+from smcast.ingest.pipeline import ingest
+from smcast.model.package import save_package
+from smcast.model.registry import set_current
+from smcast.store import DailyStore
+from smcast.train.data import load_cells
+from smcast.train.retrain import build_model
+
+ISSUE = date(2021, 4, 10)  # demo latency 5 days → last forcing day 2021-04-05
+SETS = ["grid.area=[48,4,44,10]", "source.demo.epoch=2021-01-01", "model.hidden_size=8",
+        "model.leads=[1,2,3]", "forecast.consistency_days=10"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, demo_cache):
+    from smcast.config import load_config
+
+    root = tmp_path_factory.mktemp("forecast")
+    sets = [f"data_dir={root}", f"source.demo.cache_dir={demo_cache}", *SETS]
+    cfg = load_config(None, sets, environ={})
+    ingest(cfg, date(2021, 1, 1), date(2021, 3, 20))
+    store = DailyStore(cfg.store_path)
+    fit = load_cells(store, date(2021, 1, 1), date(2021, 3, 20), cfg.model.dynamic_inputs,
+                     cfg.model.static_inputs, deep=True)
+    save_package(build_model(cfg, "phys", fit, store), cfg.data_dir / "models" / "tiny",
+                 {"periods": {}, "metrics": {}, "seed": 42})
+    set_current(cfg, "tiny")
+    return cfg, sets
+
+
+def run(sets, *args):
+    argv = [*args, *[x for s in sets for x in ("--set", s)]]
+    return CliRunner().invoke(main, argv, env={"SMCAST_CONFIG": ""}, catch_exceptions=False)
+
+
+def test_forecast_products_manifest_and_noop(setup):
+    cfg, sets = setup
+    first = run(sets, "forecast", "--date", str(ISSUE))
+    assert first.exit_code == 0, first.output
+    assert "forcing to 2021-04-05, valid 2021-04-06…2021-04-08" in first.stdout
+    out = cfg.data_dir / "forecasts"
+    manifest_file = out / "20210410" / "smcast_tiny_20210410.json"
+    manifest = json.loads(manifest_file.read_text())
+    assert manifest["last_forcing_day"] == "2021-04-05" and manifest["leads"] == [1, 2, 3]
+    store = DailyStore(cfg.store_path)
+    land = int(store.land_mask.sum())
+    assert manifest["land_cells"] == land
+    # every listed file exists with the recorded checksum
+    from smcast.forecast import sha256
+
+    for f in manifest["files"]:
+        assert sha256(out / "20210410" / f["path"]) == f["sha256"]
+    nc = xr.open_dataset(out / "20210410" / "smcast_tiny_20210410.nc")
+    assert int(np.isfinite(nc["swvl1"].isel(time=0)).sum()) == land
+    assert nc.sizes["time"] == 3
+    raw = xr.open_dataset(out / "20210410" / "smcast_tiny_20210410.nc", mask_and_scale=False)
+    assert set(np.unique(raw["verification_flag"].values).tolist()) == {3, 255}
+    assert int((raw["consistency_flag"].values != 255).sum()) == land
+    tif = out / "20210410" / "smcast_tiny_20210410_swvl1_20210406.tif"
+    with rasterio.open(tif) as src:
+        band = src.read(1, masked=True)
+        assert int(band.count()) == land and src.transform.e < 0
+    assert (out / "20210410" / "smcast_tiny_20210410_swvl1_20210406.qml").exists()
+    assert (out / "20210410" / "smcast_tiny_20210410.png").stat().st_size > 5000
+    # re-running the same issue date is a no-op with its own exit code
+    before = manifest_file.read_bytes()
+    again = run(sets, "forecast", "--date", str(ISSUE))
+    assert again.exit_code == 7 and "nothing to do" in again.stdout
+    assert manifest_file.read_bytes() == before
+    forced = run(sets, "forecast", "--date", str(ISSUE), "--force")
+    assert forced.exit_code == 0
+    assert not list(out.glob(".staging-*"))
+
+
+def test_failure_while_writing_leaves_nothing(setup, monkeypatch):
+    cfg, sets = setup
+    import smcast.writers.geotiff as geotiff
+
+    calls = {"n": 0}
+    real = geotiff.write_cog
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(28, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(geotiff, "write_cog", flaky)
+    issue = ISSUE + timedelta(days=1)
+    result = run(sets, "forecast", "--date", str(issue))
+    assert result.exit_code == 1 and "No space left on device" in result.stderr
+    out = cfg.data_dir / "forecasts"
+    assert not (out / "20210411").exists()
+    assert not list(out.glob(".staging-*"))
+
+
+def test_missing_days_in_the_window_are_named(setup):
+    cfg, _ = setup
+    store = DailyStore(cfg.store_path)
+    with pytest.raises(DataUnavailableError,
+                       match=r"lacks 5 day\(s\) of the 25-day window ending 2021-01-20: 2020-12-27"):
+        # ask for a window that reaches before the store's first day
+        latest_window(store, date(2021, 1, 20), 25)
+
+
+def test_output_patterns_cannot_escape(tmp_path):
+    from smcast.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="writes outside"):
+        product_path(tmp_path, "../{issue}.nc", issue="20210410")
+
+
+def test_products_pass_cf_and_cog_validation(setup):
+    import shutil
+    import subprocess
+
+    import cf_xarray  # noqa: F401
+
+    from smcast.writers.geotiff import validate_cog
+
+    cfg, sets = setup
+    out = cfg.data_dir / "forecasts" / "20210410"
+    if not out.exists():
+        assert run(sets, "forecast", "--date", str(ISSUE)).exit_code == 0
+    nc = out / "smcast_tiny_20210410.nc"
+    checker = shutil.which("compliance-checker")
+    if checker is None:
+        pytest.skip("compliance-checker is not installed (pip install -e '.[test]')")
+    proc = subprocess.run([checker, "-t", "cf:1.11", "-t", "acdd:1.3", "-c", "normal", str(nc)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    ds = xr.open_dataset(nc)
+    assert ds.cf["volume_fraction_of_condensed_water_in_soil"].name == "swvl1"
+    assert {"X", "Y", "T"} <= set(ds.cf.axes)
+    for tif in sorted(out.glob("*.tif")):
+        assert validate_cog(tif) == [], tif.name

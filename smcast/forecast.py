@@ -144,17 +144,40 @@ def clip_physical(pred: np.ndarray) -> np.ndarray:
     return np.clip(pred, 0.0, 1.0)
 
 
-def recent_consistency(model: SoilMoistureModel, data: CellData, bs: int) -> np.ndarray:
-    """Per cell (n,), the Eq. 19 consistency rate of lead-1 predictions of the recent days."""
+def recent_consistency(model: SoilMoistureModel, data: CellData, bs: int,
+                       cache: Path | None = None) -> np.ndarray:
+    """Per cell (n,), the Eq. 19 consistency rate of lead-1 predictions of the recent days.
+
+    Each day's prediction depends only on the model and its 7-day input window, so it is cached
+    under ``cache`` keyed by a hash of both: a daily run computes one new day, not thirty.
+    """
     seq = model.seq_len
     n_days = data.target.shape[1]
-    preds = []
-    for end in range(seq, n_days):  # target day ``end``, inputs end−seq … end−1
-        dyn = data.dynamic[:, end - seq:end]
-        preds.append(model.predict(dyn, data.statics, data.cells, batch_size=bs)[:, 0])
+    preds = [_lead1(model, data.dynamic[:, end - seq:end], data, bs, cache)
+             for end in range(seq, n_days)]  # target day ``end``, inputs end−seq … end−1
     pred = np.stack(preds, axis=-1)
     t = np.arange(seq, n_days)
     return metrics.consistency_rate(pred, data.target[:, t - 1], data.direction_eval[:, t])
+
+
+def _lead1(model: SoilMoistureModel, dyn: np.ndarray, data: CellData, bs: int,
+           cache: Path | None) -> np.ndarray:
+    key = None
+    if cache is not None:
+        h = hashlib.blake2b(digest_size=16)
+        h.update(model.manifest.get("weights_sha256", "").encode())
+        h.update(np.ascontiguousarray(dyn).tobytes())
+        h.update(data.statics.tobytes())
+        key = cache / f"{h.hexdigest()}.npy"
+        if key.exists():
+            return np.load(key)
+    pred = model.predict(dyn, data.statics, data.cells, batch_size=bs)[:, 0]
+    if key is not None:
+        key.parent.mkdir(parents=True, exist_ok=True)
+        tmp = key.with_name(f".{key.stem}.{os.getpid()}.npy")
+        np.save(tmp, pred)
+        os.replace(tmp, key)
+    return pred
 
 
 def consistency_flag(rate: np.ndarray, threshold: float) -> np.ndarray:
@@ -336,7 +359,7 @@ def run_forecast(cfg: Config, issue: date, model_name: str | None = None,
         bs = batch_size(cfg, model)
         t_inf = time.perf_counter()
         pred = clip_physical(forecast_cells(model, data, bs))
-        rate = recent_consistency(model, data, bs)
+        rate = recent_consistency(model, data, bs, cfg.data_dir / "cache" / "predictions")
         t_inf = time.perf_counter() - t_inf
         ds = forecast_dataset(model, name, model.manifest.get("weights_sha256", ""), store,
                               issue, last, pred, rate, cfg)

@@ -303,7 +303,9 @@ def check_compatible(model: SoilMoistureModel, store: Any,
 
 
 def _variable_problems(model: SoilMoistureModel, store: Any) -> list[str]:
-    available = set(store.open().data_vars)
+    import zarr
+
+    available = set(zarr.open_group(str(store.path), mode="r").array_keys())
     missing = [n for n in (*model.dynamic_inputs, *model.static_inputs) if n not in available]
     if not missing:
         return []

@@ -48,9 +48,17 @@ class DemoSource:
         if not self.mask.any():
             raise ConfigError(f"the {grid.describe()} holds no land cell; choose a grid.area "
                               "over land")
-        lat2, lon2 = np.meshgrid(grid.lat, grid.lon, indexing="ij")
-        self.world = DemoWorld(lat2[self.mask], lon2[self.mask], seed=self.cfg.seed)
-        log.info("demo world: %d land cells on the %s", int(self.mask.sum()), grid.describe())
+        self._world: DemoWorld | None = None
+
+    @property
+    def world(self) -> DemoWorld:
+        """The simulated world, built on first use (a run with nothing to ingest never pays)."""
+        if self._world is None:
+            lat2, lon2 = np.meshgrid(self.grid.lat, self.grid.lon, indexing="ij")
+            self._world = DemoWorld(lat2[self.mask], lon2[self.mask], seed=self.cfg.seed)
+            log.info("demo world: %d land cells on the %s", int(self.mask.sum()),
+                     self.grid.describe())
+        return self._world
 
     def available_until(self, today: date) -> date:
         """Today minus the imitated latency."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 import numpy as np
+import zarr
 
 from smcast.errors import InputDataError
 from smcast.physics import deep_storage, direction, water_input
@@ -62,18 +63,20 @@ def load_cells(store: DailyStore, first: date, last: date, dynamic: list[str],
                statics: list[str], deep: bool, snow_sign: str = "paper") -> CellData:
     """Read days first…last of every land cell; all days must be complete in the store."""
     _require_complete(store, first, last)
-    ds = store.open().sel(time=slice(str(first), str(last)))
+    group = zarr.open_group(str(store.path), mode="r")
+    axis = store.days()
+    i0, i1 = axis.index(first), axis.index(last) + 1
     mask = store.land_mask
-    missing = [v for v in (*dynamic, *statics, "swvl1") if v not in ds.data_vars]
+    missing = [v for v in (*dynamic, *statics, "swvl1") if v not in group.array_keys()]
     if missing:
         raise InputDataError(f"the store {store.path} lacks {', '.join(missing)}; models need "
                              "them (statics come from the demo source or a static file)")
 
-    def cube(name: str) -> np.ndarray:  # (n, T)
-        return np.ascontiguousarray(ds[name].values[:, mask].T.astype(np.float32))
+    def cube(name: str) -> np.ndarray:  # (n, T), read straight from the Zarr chunks
+        return np.ascontiguousarray(group[name][i0:i1][:, mask].T.astype(np.float32))
 
     dyn = np.stack([cube(v) for v in dynamic], axis=-1)
-    stat = np.stack([ds[v].values[mask].astype(np.float32) for v in statics], axis=-1)
+    stat = np.stack([group[v][:][mask].astype(np.float32) for v in statics], axis=-1)
     target = cube("swvl1")
     forcing = (cube("tp"), cube("e"), cube("ro"), cube("sd"))
     deep_store = deep_storage(cube("swvl2"), cube("swvl3"))

@@ -149,3 +149,12 @@ def test_products_pass_cf_and_cog_validation(setup):
     assert {"X", "Y", "T"} <= set(ds.cf.axes)
     for tif in sorted(out.glob("*.tif")):
         assert validate_cog(tif) == [], tif.name
+
+
+def test_second_run_while_one_holds_the_lock_exits_busy(setup):
+    from smcast.forecast import run_lock
+
+    cfg, sets = setup
+    with run_lock((cfg.data_dir / "forecasts").resolve()):
+        busy = run(sets, "forecast", "--date", str(ISSUE), "--force")
+    assert busy.exit_code == 75 and "another smcast forecast is running" in busy.stderr

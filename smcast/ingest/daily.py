@@ -10,6 +10,7 @@ ERA5-Land conventions (see ``smcast.variables``):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Literal
@@ -56,14 +57,31 @@ def needed_times(name: str, day: date, frequency: Frequency) -> np.ndarray:
     return start + _HOUR * np.arange(24)
 
 
-def missing_times(piece: Piece | None, name: str, day: date, frequency: Frequency
+def missing_times(name: str, day: date, frequency: Frequency, have: np.ndarray
                   ) -> list[np.datetime64]:
-    """The stamps of ``needed_times`` that the piece does not hold."""
+    """The stamps of ``needed_times`` that are not among ``have`` (datetime64 stamps)."""
     need = needed_times(name, day, frequency)
-    if piece is None:
-        return need
-    have = piece.data["time"].values.astype("datetime64[ns]")
-    return list(need[~np.isin(need, have)])
+    return list(need[~np.isin(need, np.asarray(have).astype("datetime64[ns]"))])
+
+
+def completeness_problems(names: tuple[str, ...], day: date,
+                          stamps: Callable[[str], tuple[Frequency, np.ndarray] | None],
+                          absent: str) -> list[str]:
+    """What keeps ``day`` from being complete, one line per variable (empty: complete).
+
+    ``stamps(name)`` gives the frequency and time stamps available for a variable, or None when
+    there are none (reported as ``"<name>: <absent>"``).
+    """
+    out = []
+    for name in names:
+        known = stamps(name)
+        if known is None:
+            out.append(f"{name}: {absent}")
+            continue
+        missing = missing_times(name, day, *known)
+        if missing:
+            out.append(describe_missing(name, day, missing))
+    return out
 
 
 def describe_missing(name: str, day: date, missing: list[np.datetime64]) -> str:
@@ -83,7 +101,7 @@ def daily_value(piece: Piece, name: str, day: date) -> np.ndarray:
 
     Raises InputDataError when hours are missing or the units are not ERA5-Land's.
     """
-    missing = missing_times(piece, name, day, piece.frequency)
+    missing = missing_times(name, day, piece.frequency, piece.data["time"].values)
     if missing:
         raise InputDataError(f"{day} is incomplete: {describe_missing(name, day, missing)} "
                              f"(files: {', '.join(piece.origin) or 'none'})")
@@ -145,15 +163,11 @@ def to_daily(pieces: dict[str, Piece], day: date, names: tuple[str, ...]) -> dic
 
     Raises InputDataError listing every variable that is missing or incomplete on that day.
     """
-    problems = []
-    for name in names:
+    def stamps(name: str) -> tuple[Frequency, np.ndarray] | None:
         piece = pieces.get(name)
-        if piece is None:
-            problems.append(f"{name}: variable not found")
-            continue
-        missing = missing_times(piece, name, day, piece.frequency)
-        if missing:
-            problems.append(describe_missing(name, day, missing))
+        return None if piece is None else (piece.frequency, piece.data["time"].values)
+
+    problems = completeness_problems(names, day, stamps, "variable not found")
     if problems:
         origin = sorted({o for p in pieces.values() for o in p.origin})
         raise InputDataError(f"{day} is incomplete: " + "; ".join(problems)

@@ -20,7 +20,7 @@ import xarray as xr
 
 from smcast.errors import InputDataError
 from smcast.grid import normalise_coords
-from smcast.ingest.daily import Frequency, Piece, describe_missing, needed_times
+from smcast.ingest.daily import Frequency, Piece, completeness_problems, needed_times
 from smcast.variables import SOURCE_VARIABLES, canonical_name
 
 log = logging.getLogger(__name__)
@@ -166,18 +166,8 @@ class FileIndex:
 
     def problems(self, day: date, names: tuple[str, ...]) -> list[str]:
         """What is missing for ``day`` (empty when the day can be ingested)."""
-        out = []
-        for name in names:
-            known = self._stamps(name)
-            if known is None:
-                out.append(f"{name}: in none of the {len(self.entries)} files")
-                continue
-            freq, have = known
-            need = needed_times(name, day, freq)
-            lacking = need[~np.isin(need, have)]
-            if lacking.size:
-                out.append(describe_missing(name, day, list(lacking)))
-        return out
+        return completeness_problems(names, day, self._stamps,
+                                     f"in none of the {len(self.entries)} files")
 
     def pieces(self, day: date, names: tuple[str, ...]) -> dict[str, Piece]:
         """Per variable, the data around ``day`` gathered from the files that hold it."""

@@ -29,11 +29,12 @@ OUT = Path(__file__).resolve().parent / "out"
 
 
 def peak_rss_mib() -> float:
-    """Peak resident memory of this process and, separately, of its largest child (workers)."""
+    """Peak resident memory of this process (MiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def worker_rss_mib() -> float:
+    """Peak resident memory of the largest finished child process (the ingest workers), MiB."""
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 

@@ -11,13 +11,14 @@ import functools
 import logging
 import sys
 from collections.abc import Callable
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import click
 
 from smcast import __version__
+from smcast.clock import utc_today
 from smcast.config import Config, load_config
 from smcast.errors import ConfigError, SmcastError
 
@@ -66,7 +67,7 @@ def parse_day(text: str | None, what: str) -> date | None:
     """``YYYY-MM-DD``, ``today`` or ``yesterday`` (UTC) → date; ConfigError otherwise."""
     if text is None:
         return None
-    today = datetime.now(timezone.utc).date()
+    today = utc_today()
     if text == "today":
         return today
     if text == "yesterday":

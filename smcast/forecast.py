@@ -33,6 +33,7 @@ import yaml
 
 import smcast
 from smcast import metrics
+from smcast.clock import utc_today
 from smcast.config import Config
 from smcast.errors import BusyError, ConfigError, DataUnavailableError
 from smcast.grid import Grid
@@ -333,7 +334,7 @@ def run_forecast(cfg: Config, issue: date, model_name: str | None = None,
                  output: Path | None = None, force: bool = False) -> ForecastResult:
     """The forecast for one issue date (see the module docstring for the steps)."""
     t0 = time.perf_counter()
-    if issue > datetime.now(timezone.utc).date() + timedelta(days=1):
+    if issue > utc_today() + timedelta(days=1):
         raise ConfigError(f"issue date {issue} is in the future; use today or earlier")
     out = Path(output or cfg.forecast.output_dir or cfg.data_dir / "forecasts").resolve()
     name = model_name or cfg.forecast.model or current_name(cfg)

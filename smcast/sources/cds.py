@@ -33,6 +33,7 @@ from typing import Any
 import xarray as xr
 from tqdm.auto import tqdm
 
+from smcast.clock import utc_today
 from smcast.config import Config
 from smcast.errors import ConfigError, DataUnavailableError, SmcastError
 from smcast.grid import Grid
@@ -172,9 +173,7 @@ class CdsSource:
 
     def check(self, days: list[date], today: date | None = None) -> None:
         """Days newer than the latency allows are not requested."""
-        from smcast.sources.demo import _utc_today
-
-        newest = self.available_until(today or _utc_today())
+        newest = self.available_until(today or utc_today())
         if days and days[-1] > newest:
             raise DataUnavailableError(
                 f"ERA5-Land on the CDS lags about {self.cfg.latency_days} days: {days[-1]} is "

@@ -20,6 +20,7 @@ import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
 
+from smcast.clock import utc_today
 from smcast.config import Config
 from smcast.errors import ConfigError, DataUnavailableError
 from smcast.grid import Grid, mask_hash
@@ -72,7 +73,7 @@ class DemoSource:
             raise DataUnavailableError(
                 f"the demo world starts at {self.cfg.epoch}; {days[0]} is earlier. Start at or "
                 "after it, or set source.demo.epoch earlier")
-        newest = self.available_until(today or _utc_today())
+        newest = self.available_until(today or utc_today())
         if days[-1] > newest:
             raise DataUnavailableError(
                 f"demo data (imitating ERA5-Land's {self.cfg.latency_days}-day latency) reaches "
@@ -157,9 +158,3 @@ def _is_iso(text: str) -> bool:
         return True
     except ValueError:
         return False
-
-
-def _utc_today() -> date:
-    from datetime import datetime, timezone
-
-    return datetime.now(timezone.utc).date()

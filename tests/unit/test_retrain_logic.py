@@ -9,7 +9,7 @@ from smcast.config import load_config
 from smcast.errors import ConfigError
 from smcast.grid import Grid
 from smcast.model.package import ModelError
-from smcast.model.registry import current_name, list_models, model_path, set_current
+from smcast.model.registry import current_name, model_path, set_current
 from smcast.store import DailyStore, store_lock
 from smcast.train.retrain import _decide, periods, train_config
 from smcast.variables import VARIABLES

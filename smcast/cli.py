@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import signal
 import sys
 from collections.abc import Callable
 from datetime import date, timedelta
@@ -20,7 +21,7 @@ import click
 from smcast import __version__
 from smcast.clock import utc_today
 from smcast.config import Config, load_config
-from smcast.errors import ConfigError, SmcastError
+from smcast.errors import ConfigError, SmcastError, Terminated
 
 log = logging.getLogger("smcast")
 
@@ -45,6 +46,7 @@ def common(func: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(config_path: str | None, overrides: tuple[str, ...], verbose: int,
                 **kwargs: Any) -> None:
         _setup_logging(verbose)
+        signal.signal(signal.SIGTERM, _terminate)
         try:
             cfg = load_config(config_path, overrides)
             func(cfg, **kwargs)
@@ -54,6 +56,9 @@ def common(func: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt:
             click.echo("smcast: interrupted", err=True)
             sys.exit(130)
+        except Terminated:
+            click.echo("smcast: terminated (SIGTERM); nothing partial was left behind", err=True)
+            sys.exit(Terminated.exit_code)
         except Exception as exc:  # noqa: BLE001 — report, never a silent failure
             log.debug("unexpected error", exc_info=True)
             click.echo(f"smcast: unexpected error: {type(exc).__name__}: {exc} (run with -v "
@@ -61,6 +66,12 @@ def common(func: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(1)
 
     return wrapper
+
+
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM → :class:`Terminated`, which unwinds the run like Ctrl-C (temporary files and
+    staging folders are removed on the way out)."""
+    raise Terminated()
 
 
 def parse_day(text: str | None, what: str) -> date | None:
@@ -125,18 +136,85 @@ def info(cfg: Config, store_path: str | None) -> None:
 @click.option("--output", type=click.Path(file_okay=False),
               help="Output directory (default: forecast.output_dir or <data_dir>/forecasts).")
 @click.option("--force", is_flag=True, help="Redo an issue date that is already done.")
+@click.option("--catch-up", "catch_up", is_flag=True, help="Also produce the issue dates of the "
+              "last operations.catch_up_days days that lack a forecast, oldest first.")
+@click.option("--verify", "then_verify", is_flag=True,
+              help="Then run `smcast verify` (what the scheduled daily job does).")
 @common
 def forecast(cfg: Config, issue_date: str, model_name: str | None, output: str | None,
-             force: bool) -> None:
+             force: bool, catch_up: bool, then_verify: bool) -> None:
     """Forecast soil moisture over every land cell for one issue date."""
+    from smcast.catchup import run_catch_up
     from smcast.errors import NOTHING_TO_DO
     from smcast.forecast import run_forecast
 
-    result = run_forecast(cfg, parse_day(issue_date, "--date"), model_name,
-                          Path(output) if output else None, force)
-    click.echo(result.line())
-    if result.status != "done":
+    issue = parse_day(issue_date, "--date")
+    out = Path(output) if output else None
+    if catch_up:
+        results = run_catch_up(cfg, issue, model_name, out, force)
+    else:
+        results = [run_forecast(cfg, issue, model_name, out, force)]
+    for result in results:
+        click.echo(result.line())
+    if then_verify:
+        from smcast.verify import run_verify
+
+        click.echo(run_verify(cfg, out).line())
+    if all(r.status != "done" for r in results):
         sys.exit(NOTHING_TO_DO)
+
+
+@main.command()
+@click.option("--output", type=click.Path(file_okay=False),
+              help="Output directory of the forecasts (default: as for forecast).")
+@common
+def verify(cfg: Config, output: str | None) -> None:
+    """Fill the Eq. 19 flags of forecasts whose valid days reached the store, and score them."""
+    from smcast.verify import run_verify
+
+    click.echo(run_verify(cfg, Path(output) if output else None).line())
+
+
+@main.command()
+@click.option("--days", default=90, show_default=True, type=click.IntRange(1, 3660),
+              help="Valid days up to today to cover.")
+@click.option("--model", "model_name", help="Only this model (default: every model).")
+@click.option("--output", type=click.Path(file_okay=False),
+              help="Folder for the report (default: <output_dir>/reports/<today>).")
+@common
+def report(cfg: Config, days: int, model_name: str | None, output: str | None) -> None:
+    """Render the verification table: skill against time and lead (PNG, Markdown, HTML)."""
+    from smcast.ledger import Ledger
+    from smcast.report import render_report, window
+
+    today = utc_today()
+    first, last = window(days, today)
+    rows = Ledger.for_config(cfg).verification(first, last, model_name)
+    out = Path(output) if output else cfg.output_dir / "reports" / str(today)
+    click.echo(render_report(rows, out, days, today).line())
+
+
+@main.command()
+@click.option("--runs", default=10, show_default=True, type=click.IntRange(0, 1000),
+              help="How many recent runs to list.")
+@common
+def status(cfg: Config, runs: int) -> None:
+    """Health at a glance; exits 1 when the last scheduled run failed or forecasts are stale."""
+    from smcast.status import collect_status
+
+    report_ = collect_status(cfg, runs)
+    click.echo(report_.text())
+    if not report_.healthy:
+        sys.exit(1)
+
+
+@main.command()
+@common
+def schedule(cfg: Config) -> None:
+    """Run the daily job on the configured cron schedule until SIGTERM/SIGINT (a daemon)."""
+    from smcast.schedule import serve
+
+    click.echo(serve(cfg))
 
 
 @main.command()

@@ -239,6 +239,60 @@ class ForecastConfig(Section):
     """YAML of file-name patterns; default ``templates/filenames.yaml``."""
 
 
+class OperationsConfig(Section):
+    """Unattended operation: the run ledger, catch-up and health checks."""
+
+    database: Path | None = None
+    """SQLite file of the run ledger and the verification table; default
+    ``<data_dir>/smcast.sqlite``."""
+    catch_up_days: int = Field(7, ge=1, le=366)
+    """``forecast --catch-up`` produces the missing issue dates among the last this many days
+    (today included), oldest first; older gaps are reported, not filled."""
+    stale_after_days: int = Field(2, ge=1)
+    """``smcast status`` fails when the newest forecast was issued longer ago than this."""
+
+
+class ScheduleConfig(Section):
+    """The built-in daemon (``smcast schedule``, APScheduler 3.x)."""
+
+    cron: str = "30 6 * * *"
+    """When the daily job runs: a crontab expression (minute hour day month weekday)."""
+    timezone: str = "UTC"
+    """Time zone of ``cron`` (IANA name)."""
+    misfire_grace_hours: float = Field(6.0, gt=0)
+    """A run missed (daemon down, machine asleep) still starts if it is at most this late;
+    several missed runs are coalesced into one."""
+    jobstore: Path | None = None
+    """SQLite job store that keeps the schedule across restarts; default
+    ``<data_dir>/scheduler.sqlite``."""
+    catch_up_at_start: bool = True
+    """On start-up, run the job at once when issue dates within ``operations.catch_up_days``
+    lack their forecast."""
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(value, timezone="UTC")
+        except ValueError as exc:
+            raise ValueError(f"not a crontab expression ({exc}); e.g. '30 6 * * *'") from None
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo
+
+        try:
+            ZoneInfo(value)
+        except (KeyError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as UTC or "
+                             "Europe/Berlin") from None
+        return value
+
+
 class Config(Section):
     """The whole smcast configuration."""
 
@@ -251,11 +305,23 @@ class Config(Section):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     forecast: ForecastConfig = ForecastConfig()
+    operations: OperationsConfig = OperationsConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
 
     @property
     def store_path(self) -> Path:
         """The Zarr store's path."""
         return self.store.path or self.data_dir / "store.zarr"
+
+    @property
+    def database_path(self) -> Path:
+        """The SQLite run ledger and verification table."""
+        return self.operations.database or self.data_dir / "smcast.sqlite"
+
+    @property
+    def output_dir(self) -> Path:
+        """Where forecast products go."""
+        return self.forecast.output_dir or self.data_dir / "forecasts"
 
     def dump(self) -> str:
         """The resolved configuration as YAML."""

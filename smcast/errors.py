@@ -13,6 +13,8 @@ systemd and monitoring tell the failure classes apart:
  6    model problem (damaged or tampered package, pickle refused, model/store mismatch)
  7    nothing to do (the forecast for that issue date exists; use --force to redo it)
 75    busy: another smcast run holds the lock (try again later)
+130   interrupted (Ctrl-C)
+143   terminated (SIGTERM: systemd stop, docker stop, kill); temporary files are removed
 ====  ==========================================================================
 """
 
@@ -53,6 +55,13 @@ class BusyError(SmcastError):
     """Another smcast process holds the lock for this work."""
 
     exit_code = 75
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived. A BaseException, like KeyboardInterrupt, so that no ``except Exception``
+    (a retry loop, say) swallows it: the run unwinds, removing its temporary files."""
+
+    exit_code = 143
 
 
 NOTHING_TO_DO = 7

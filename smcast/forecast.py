@@ -13,40 +13,37 @@
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
 import os
 import shutil
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
 import xarray as xr
-import yaml
 
 import smcast
 from smcast import metrics
 from smcast.clock import utc_today
 from smcast.config import Config
-from smcast.errors import BusyError, ConfigError, DataUnavailableError
+from smcast.errors import ConfigError, DataUnavailableError
 from smcast.grid import Grid
 from smcast.ingest.pipeline import IngestSummary, ingest
+from smcast.ledger import Ledger
 from smcast.model.package import ModelError, check_compatible, load_package
 from smcast.model.registry import current_name, model_path
 from smcast.model.wrapper import SoilMoistureModel
+from smcast.outputs import filenames, product_path, run_lock, sha256
 from smcast.sources.base import make_source
 from smcast.store import DailyStore, date_range
 from smcast.train.data import CellData, load_cells
 
 log = logging.getLogger(__name__)
-TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 SEA = 255
 CONSISTENT, INCONSISTENT, NO_SIGNAL, NOT_YET = 0, 1, 2, 3
 
@@ -229,22 +226,6 @@ def forecast_dataset(model: SoilMoistureModel, name: str, sha: str, store: Daily
     return ds
 
 
-def filenames(cfg: Config) -> dict[str, str]:
-    """The file-name patterns (``templates/filenames.yaml`` unless configured)."""
-    path = cfg.forecast.filenames or TEMPLATES / "filenames.yaml"
-    if not Path(path).is_file():
-        raise ConfigError(f"file-name patterns {path} not found; set forecast.filenames")
-    return yaml.safe_load(Path(path).read_text())
-
-
-def product_path(out: Path, pattern: str, **values: str) -> Path:
-    """A product's path from its pattern; ConfigError if it would leave the output directory."""
-    path = (out / pattern.format(**values)).resolve()
-    if out.resolve() not in path.parents:
-        raise ConfigError(f"file-name pattern {pattern!r} writes outside {out}: {path}")
-    return path
-
-
 def write_products(ds: xr.Dataset, out: Path, names: dict[str, str]) -> list[Path]:
     """NetCDF, one soil-moisture and one verification-flag COG per valid day, the consistency
     flag COG, and the quicklook; each written atomically."""
@@ -307,49 +288,37 @@ def _title(ds: xr.Dataset) -> str:
             f"(issued {ds.attrs['issue_date']})")
 
 
-def sha256(path: Path) -> str:
-    """Hex sha256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-@contextmanager
-def run_lock(out: Path) -> Iterator[None]:
-    """One forecast run at a time per output directory (BusyError otherwise)."""
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / ".smcast-forecast.lock", "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise BusyError(f"another smcast forecast is running in {out}; try again later") \
-                from None
-        yield
-
-
 # -- the run ---------------------------------------------------------------------------------
 def run_forecast(cfg: Config, issue: date, model_name: str | None = None,
                  output: Path | None = None, force: bool = False) -> ForecastResult:
-    """The forecast for one issue date (see the module docstring for the steps)."""
+    """The forecast for one issue date (see the module docstring for the steps), recorded in
+    the run ledger."""
+    with Ledger.for_config(cfg).record("forecast", issue) as rec:
+        result = _forecast(cfg, issue, model_name, output, force)
+        rec.status = "ok" if result.status == "done" else "nothing-to-do"
+        rec.summary = result.line()
+        rec.outputs = [str(p) for p in result.files]
+    return result
+
+
+def _forecast(cfg: Config, issue: date, model_name: str | None, output: Path | None,
+              force: bool) -> ForecastResult:
     t0 = time.perf_counter()
     if issue > utc_today() + timedelta(days=1):
         raise ConfigError(f"issue date {issue} is in the future; use today or earlier")
-    out = Path(output or cfg.forecast.output_dir or cfg.data_dir / "forecasts").resolve()
+    out = Path(output or cfg.output_dir).resolve()
     name = model_name or cfg.forecast.model or current_name(cfg)
     if name is None:
         raise ConfigError("no model: train one with `smcast retrain` or name one with --model")
     names = filenames(cfg)
-    manifest_path = product_path(out, names["manifest"], issue=issue.strftime("%Y%m%d"),
-                                 model=name)
+    fmt = {"issue": issue.strftime("%Y%m%d"), "model": name}
+    manifest_path = product_path(out, names["manifest"], **fmt)
     with run_lock(out):
         if manifest_path.exists() and not force:
             return ForecastResult("nothing-to-do", issue, manifest=manifest_path)
         newest, _ = update_store(cfg, issue)
         store = DailyStore(cfg.store_path)
-        folder = model_path(cfg, name)
-        model = load_package(folder)
+        model = load_package(model_path(cfg, name))
         try:
             check_compatible(model, store)
         except ModelError as exc:
@@ -366,15 +335,20 @@ def run_forecast(cfg: Config, issue: date, model_name: str | None = None,
         ds = forecast_dataset(model, name, model.manifest.get("weights_sha256", ""), store,
                               issue, last, pred, rate, cfg)
         files = publish(ds, out, names)
-        result = ForecastResult("done", issue, last, [last + timedelta(days=k)
-                                                      for k in model.leads], files,
-                                manifest_path, time.perf_counter() - t0)
-        _write_manifest(result, ds, data, store, t_inf)
+        valid = [last + timedelta(days=k) for k in model.leads]
+        result = ForecastResult("done", issue, last, valid, files, manifest_path,
+                                time.perf_counter() - t0)
+        products = {"netcdf": product_path(out, names["netcdf"], **fmt),
+                    "verification_flag": {str(v): product_path(
+                        out, names["geotiff"], variable="verification_flag",
+                        valid=v.strftime("%Y%m%d"), **fmt) for v in valid}}
+        _write_manifest(result, ds, data, store, t_inf, products, model.variant.snow_sign)
     return result
 
 
 def _write_manifest(result: ForecastResult, ds: xr.Dataset, data: CellData,
-                    store: DailyStore, inference_s: float) -> None:
+                    store: DailyStore, inference_s: float, products: dict,
+                    snow_sign: str) -> None:
     from smcast.writers.atomic import atomic_path
 
     doc = {"issue_date": str(result.issue), "last_forcing_day": str(result.last_forcing),
@@ -383,10 +357,20 @@ def _write_manifest(result: ForecastResult, ds: xr.Dataset, data: CellData,
            "model": ds.attrs["smcast_model"], "variant": ds.attrs["smcast_variant"],
            "model_sha256": ds.attrs["smcast_model_sha256"],
            "input_days": [str(data.days[0]), str(data.days[-1])],
-           "land_cells": int(store.land_cells), "smcast_version": smcast.__version__,
+           "land_cells": int(store.land_cells), "snow_sign": snow_sign,
+           "smcast_version": smcast.__version__,
            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
            "timings_s": {"total": round(result.seconds, 3), "inference": round(inference_s, 3)},
            "files": [{"path": str(p.relative_to(result.manifest.parent)), "sha256": sha256(p)}
-                     for p in result.files]}
+                     for p in result.files],
+           "products": {"netcdf": _rel(products["netcdf"], result.manifest),
+                        "verification_flag": {k: _rel(v, result.manifest) for k, v in
+                                              products["verification_flag"].items()}},
+           "verified": {}}
     with atomic_path(result.manifest) as tmp:
         tmp.write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def _rel(path: Path, manifest: Path) -> str:
+    """A product's path relative to its manifest's folder."""
+    return os.path.relpath(path, manifest.parent)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from smcast.config import Config, load_config
 from smcast.ingest.daily import specific_humidity
 from smcast.store import DailyStore
 from smcast.variables import SOURCE_VARIABLES, VARIABLES
@@ -62,3 +63,29 @@ def assert_store_matches(store: DailyStore, truth: xr.Dataset, days: list[date],
             scale = np.nanmax(np.abs(values)) or 1.0
             np.testing.assert_allclose(got, values, rtol=rtol, atol=atol_frac * scale,
                                        err_msg=f"{name} {day}")
+
+
+#: a small demo grid and a tiny model: forecasts in seconds (issue 2021-04-10 → L = 2021-04-05)
+FORECAST_SETS = ["grid.area=[48,4,44,10]", "source.demo.epoch=2021-01-01",
+                 "model.hidden_size=8", "model.leads=[1,2,3]", "forecast.consistency_days=10"]
+
+
+def tiny_forecast_setup(root: Path, demo_cache: Path) -> tuple[Config, list[str]]:
+    """A demo store of 2021-01-01…2021-03-20 under ``root`` and an untrained tiny PHYs model
+    made current; returns the config and its ``--set`` overrides (for the CLI)."""
+    from smcast.ingest.pipeline import ingest
+    from smcast.model.package import save_package
+    from smcast.model.registry import set_current
+    from smcast.train.data import load_cells
+    from smcast.train.retrain import build_model
+
+    sets = [f"data_dir={root}", f"source.demo.cache_dir={demo_cache}", *FORECAST_SETS]
+    cfg = load_config(None, sets, environ={})
+    ingest(cfg, date(2021, 1, 1), date(2021, 3, 20))
+    store = DailyStore(cfg.store_path)
+    fit = load_cells(store, date(2021, 1, 1), date(2021, 3, 20), cfg.model.dynamic_inputs,
+                     cfg.model.static_inputs, deep=True)
+    save_package(build_model(cfg, "phys", fit, store), cfg.data_dir / "models" / "tiny",
+                 {"periods": {}, "metrics": {}, "seed": 42})
+    set_current(cfg, "tiny")
+    return cfg, sets

@@ -18,6 +18,9 @@ from smcast.errors import InputDataError
 from smcast.physics import deep_storage, direction, water_input
 from smcast.store import DailyStore
 
+#: what the observed soil moisture and the Eq. 11 direction are computed from
+TRUTH_VARS = ("swvl1", "swvl2", "swvl3", "tp", "e", "ro", "sd")
+
 
 @dataclass
 class CellData:
@@ -62,12 +65,36 @@ class CellData:
 def load_cells(store: DailyStore, first: date, last: date, dynamic: list[str],
                statics: list[str], deep: bool, snow_sign: str = "paper") -> CellData:
     """Read days first…last of every land cell; all days must be complete in the store."""
+    group, cube = _reader(store, first, last, (*dynamic, *statics, *TRUTH_VARS))
+    mask = store.land_mask
+    dyn = np.stack([cube(v) for v in dynamic], axis=-1)
+    stat = np.stack([group[v][:][mask].astype(np.float32) for v in statics], axis=-1)
+    target, d_eval = _truth(cube, snow_sign)
+    d = d_eval if deep else np.asarray(direction(water_input(
+        cube("tp"), cube("e"), cube("ro"), cube("sd"), snow_sign=snow_sign), target)).astype(np.int8)
+    lat = np.broadcast_to(store.grid.lat[:, None], mask.shape)[mask]
+    days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+    return CellData(days, np.arange(int(mask.sum())), lat.astype(np.float32), dyn, stat,
+                    target, d, d_eval)
+
+
+def load_truth(store: DailyStore, first: date, last: date,
+               snow_sign: str = "paper") -> tuple[np.ndarray, np.ndarray]:
+    """Observed swvl1 (n, T) in m3 m-3 and the Eq. 11 direction D (n, T) int8 of every land cell
+    for days first…last (what verification needs; D is 0 on the first two days)."""
+    _, cube = _reader(store, first, last, TRUTH_VARS)
+    return _truth(cube, snow_sign)
+
+
+def _reader(store: DailyStore, first: date, last: date, names: tuple[str, ...]):
+    """The store's Zarr group and a reader of (n, T) float32 land-cell cubes of days
+    first…last, after checking that the days are complete and the variables present."""
     _require_complete(store, first, last)
     group = zarr.open_group(str(store.path), mode="r")
     axis = store.days()
     i0, i1 = axis.index(first), axis.index(last) + 1
     mask = store.land_mask
-    missing = [v for v in (*dynamic, *statics, "swvl1") if v not in group.array_keys()]
+    missing = [v for v in dict.fromkeys(names) if v not in group.array_keys()]
     if missing:
         raise InputDataError(f"the store {store.path} lacks {', '.join(missing)}; models need "
                              "them (statics come from the demo source or a static file)")
@@ -75,19 +102,16 @@ def load_cells(store: DailyStore, first: date, last: date, dynamic: list[str],
     def cube(name: str) -> np.ndarray:  # (n, T), read straight from the Zarr chunks
         return np.ascontiguousarray(group[name][i0:i1][:, mask].T.astype(np.float32))
 
-    dyn = np.stack([cube(v) for v in dynamic], axis=-1)
-    stat = np.stack([group[v][:][mask].astype(np.float32) for v in statics], axis=-1)
+    return group, cube
+
+
+def _truth(cube, snow_sign: str) -> tuple[np.ndarray, np.ndarray]:
     target = cube("swvl1")
     forcing = (cube("tp"), cube("e"), cube("ro"), cube("sd"))
     deep_store = deep_storage(cube("swvl2"), cube("swvl3"))
     d_eval = np.asarray(direction(water_input(*forcing, deep=deep_store, snow_sign=snow_sign),
                                   target)).astype(np.int8)
-    d = d_eval if deep else np.asarray(direction(water_input(*forcing, snow_sign=snow_sign),
-                                                 target)).astype(np.int8)
-    lat = np.broadcast_to(store.grid.lat[:, None], mask.shape)[mask]
-    days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
-    return CellData(days, np.arange(int(mask.sum())), lat.astype(np.float32), dyn, stat,
-                    target, d, d_eval)
+    return target, d_eval
 
 
 def _require_complete(store: DailyStore, first: date, last: date) -> None:

@@ -112,7 +112,18 @@ def build_model(cfg: Config, variant: str, data: CellData, store: DailyStore) ->
 def retrain(cfg: Config, variant: str | None = None, start: date | None = None,
             end: date | None = None, epochs: int | None = None, profile: str | None = None,
             promote: str | None = None) -> RetrainSummary:
-    """Train, score, save and (maybe) promote a candidate model."""
+    """Train, score, save and (maybe) promote a candidate model, recorded in the run ledger."""
+    from smcast.ledger import Ledger
+
+    with Ledger.for_config(cfg).record("retrain") as rec:
+        summary = _retrain(cfg, variant, start, end, epochs, profile, promote)
+        rec.summary = summary.line()
+        rec.outputs = [str(summary.path)]
+    return summary
+
+
+def _retrain(cfg: Config, variant: str | None, start: date | None, end: date | None,
+             epochs: int | None, profile: str | None, promote: str | None) -> RetrainSummary:
     variant = variant or cfg.model.variant
     tc = train_config(cfg, profile, epochs)
     store = DailyStore(cfg.store_path)

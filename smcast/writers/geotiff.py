@@ -48,6 +48,7 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 from affine import Affine
 
+from smcast.templates import templates_dir
 from smcast.writers.atomic import atomic_path
 
 Kind = Literal["soil_moisture", "consistency_flag", "verification_flag"]
@@ -68,11 +69,6 @@ KINDS: tuple[str, ...] = ("soil_moisture", "consistency_flag", "verification_fla
 
 _LAT_NAMES = ("lat", "latitude")
 _LON_NAMES = ("lon", "longitude")
-
-
-def templates_dir() -> Path:
-    """The folder of the QGIS styles (``templates/`` at the repository root)."""
-    return Path(__file__).resolve().parents[2] / "templates"
 
 
 def style_path(kind: str) -> Path:

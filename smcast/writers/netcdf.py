@@ -34,11 +34,13 @@ import xarray as xr
 import yaml
 
 import smcast
+from smcast.templates import templates_dir
 from smcast.variables import LAYER_BOUNDS_M, lookup
 from smcast.writers.atomic import atomic_path
 
-#: Default attribute template: ``templates/netcdf_attributes.yaml`` of the repository.
-DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "templates" / "netcdf_attributes.yaml"
+#: Default attribute template: ``netcdf_attributes.yaml`` of smcast's templates folder; None
+#: looks it up (:func:`smcast.templates.templates_dir`) when needed.
+DEFAULT_TEMPLATE: Path | None = None
 
 #: comma-separated: compliance-checker's ACDD test splits on commas only (CF accepts both)
 CONVENTIONS = "CF-1.11, ACDD-1.3"
@@ -143,7 +145,8 @@ def _check_flags(da: xr.DataArray, n_meanings: int) -> None:
 # ------------------------------------------------------------------------------------- templates
 def load_template(template: Path | None = None) -> dict[str, Any]:
     """Read the YAML attribute template (a mapping of attribute name → value)."""
-    path = Path(template) if template is not None else DEFAULT_TEMPLATE
+    path = Path(template) if template is not None else (
+        DEFAULT_TEMPLATE or templates_dir() / "netcdf_attributes.yaml")
     if not path.is_file():
         raise FileNotFoundError(
             f"NetCDF attribute template {path} not found; pass template=<file> or restore "

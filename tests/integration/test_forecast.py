@@ -14,33 +14,15 @@ from click.testing import CliRunner
 from smcast.cli import main
 from smcast.errors import DataUnavailableError
 from smcast.forecast import latest_window, product_path
-from smcast.ingest.pipeline import ingest
-from smcast.model.package import save_package
-from smcast.model.registry import set_current
 from smcast.store import DailyStore
-from smcast.train.data import load_cells
-from smcast.train.retrain import build_model
+from tests.helpers import tiny_forecast_setup
 
 ISSUE = date(2021, 4, 10)  # demo latency 5 days → last forcing day 2021-04-05
-SETS = ["grid.area=[48,4,44,10]", "source.demo.epoch=2021-01-01", "model.hidden_size=8",
-        "model.leads=[1,2,3]", "forecast.consistency_days=10"]
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, demo_cache):
-    from smcast.config import load_config
-
-    root = tmp_path_factory.mktemp("forecast")
-    sets = [f"data_dir={root}", f"source.demo.cache_dir={demo_cache}", *SETS]
-    cfg = load_config(None, sets, environ={})
-    ingest(cfg, date(2021, 1, 1), date(2021, 3, 20))
-    store = DailyStore(cfg.store_path)
-    fit = load_cells(store, date(2021, 1, 1), date(2021, 3, 20), cfg.model.dynamic_inputs,
-                     cfg.model.static_inputs, deep=True)
-    save_package(build_model(cfg, "phys", fit, store), cfg.data_dir / "models" / "tiny",
-                 {"periods": {}, "metrics": {}, "seed": 42})
-    set_current(cfg, "tiny")
-    return cfg, sets
+    return tiny_forecast_setup(tmp_path_factory.mktemp("forecast"), demo_cache)
 
 
 def run(sets, *args):
@@ -157,4 +139,4 @@ def test_second_run_while_one_holds_the_lock_exits_busy(setup):
     cfg, sets = setup
     with run_lock((cfg.data_dir / "forecasts").resolve()):
         busy = run(sets, "forecast", "--date", str(ISSUE), "--force")
-    assert busy.exit_code == 75 and "another smcast forecast is running" in busy.stderr
+    assert busy.exit_code == 75 and "already running" in busy.stderr

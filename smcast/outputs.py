@@ -1,0 +1,89 @@
+"""The output directory's conventions, shared by forecast, verify and status: file-name
+patterns confined to the directory, the run lock, leftovers of killed runs, checksums."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+import shutil
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+from smcast.config import Config
+from smcast.errors import BusyError, ConfigError
+from smcast.templates import templates_dir
+
+log = logging.getLogger(__name__)
+
+
+def filenames(cfg: Config) -> dict[str, str]:
+    """The file-name patterns (``templates/filenames.yaml`` unless configured)."""
+    path = cfg.forecast.filenames or templates_dir() / "filenames.yaml"
+    if not Path(path).is_file():
+        raise ConfigError(f"file-name patterns {path} not found; set forecast.filenames")
+    return yaml.safe_load(Path(path).read_text())
+
+
+def product_path(out: Path, pattern: str, **values: str) -> Path:
+    """A product's path from its pattern; ConfigError if it would leave the output directory."""
+    path = (out / pattern.format(**values)).resolve()
+    if out.resolve() not in path.parents:
+        raise ConfigError(f"file-name pattern {pattern!r} writes outside {out}: {path}")
+    return path
+
+
+def sha256(path: Path) -> str:
+    """Hex sha256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+LOCK_NAME = ".smcast-forecast.lock"
+
+
+@contextmanager
+def run_lock(out: Path) -> Iterator[None]:
+    """One forecast or verify run at a time per output directory (BusyError otherwise).
+
+    The lock file holds the owner's pid and start time, so the "already running" message can
+    name them. The lock is released by the kernel when the process ends, however it ends."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / LOCK_NAME, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            owner = fh.read().strip() or "unknown"
+            raise BusyError(f"already running: another smcast run ({owner}) holds {fh.name}; "
+                            "this run did nothing. Try again when it has finished") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()} since "
+                 f"{datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%SZ}")
+        fh.flush()
+        remove_leftovers(out)
+        yield
+
+
+def remove_leftovers(out: Path) -> list[Path]:
+    """Remove staging folders and temporary files of runs that were killed (SIGKILL, power
+    loss). Called with the run lock held, so nothing found can belong to a live run."""
+    found = [*out.glob(".staging-*"), *out.rglob(".*.tmp-*")]
+    for path in found:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    if found:
+        log.warning("removed %d leftover(s) of an interrupted run in %s", len(found), out)
+    return found

@@ -7,6 +7,7 @@ one-line summary to stdout, and errors exit with the codes listed in ``smcast.er
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import signal
@@ -30,7 +31,7 @@ def _setup_logging(verbose: int) -> None:
     level = logging.WARNING - 10 * min(verbose + 1, 2)  # default INFO, -v DEBUG
     logging.basicConfig(level=level, stream=sys.stderr, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("numcodecs", "asyncio", "fsspec", "urllib3", "cfgrib"):
+    for noisy in ("numcodecs", "asyncio", "fsspec", "urllib3", "cfgrib", "multiurl"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
@@ -61,6 +62,10 @@ def common(func: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(Terminated.exit_code)
         except Exception as exc:  # noqa: BLE001 — report, never a silent failure
             log.debug("unexpected error", exc_info=True)
+            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:  # environment, not a bug
+                click.echo(f"smcast: error: {exc}; free space on that disk and run the command "
+                           "again", err=True)
+                sys.exit(1)
             click.echo(f"smcast: unexpected error: {type(exc).__name__}: {exc} (run with -v "
                        "for the traceback)", err=True)
             sys.exit(1)

@@ -124,6 +124,10 @@ class CdsSourceConfig(Section):
     """Network timeout of one HTTP call."""
     poll_seconds: float = Field(30.0, gt=0)
     """Longest pause between two status polls of a queued request."""
+    max_queue_hours: float = Field(12.0, gt=0)
+    """A request still queued/running on the CDS after this long is abandoned (and cancelled):
+    the run fails with exit 4 (DataUnavailableError) naming the request and the limit, and the
+    next run submits it again."""
     latency_days: int = Field(5, ge=0, le=60)
     """ERA5-Land's latency: days newer than today minus this are not requested."""
 
@@ -350,7 +354,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}\nfix the syntax at the "
+                          "line and column shown") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of settings at the top level")
     return data
@@ -367,7 +372,11 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
         if not isinstance(child, dict):
             raise ConfigError(f"--set {item!r}: {part!r} is a value, not a section")
         node = child
-    node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+    try:
+        node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {item!r}: the value is not valid YAML ({exc.problem}); quote "
+                          "it, e.g. --set 'key=\"text\"'") from None
 
 
 def _explain(exc: ValidationError, source: str) -> str:

@@ -104,7 +104,10 @@ def latest_window(store: DailyStore, newest: date, need: int) -> date:
     done = set(store.complete_days())
     last = max((d for d in done if d <= newest), default=None)
     if last is None:
-        raise DataUnavailableError(f"the store {store.path} has no complete day up to {newest}")
+        since = f" (its first complete day is {min(done)})" if done else ""
+        raise DataUnavailableError(f"the store {store.path} has no complete day up to {newest}"
+                                   f"{since}; ingest the days up to {newest} with `smcast "
+                                   "ingest`, or forecast a later issue date (--date)")
     lacking = [d for d in date_range(last - timedelta(days=need - 1), last) if d not in done]
     if lacking:
         raise DataUnavailableError(

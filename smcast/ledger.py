@@ -116,6 +116,8 @@ class RunRecord:
         what = f"{self.command} {self.issue_date or ''}".strip()
         took = f"{self.seconds:.1f} s" if self.seconds is not None else "…"
         tail = self.error if self.status in FAILED else self.summary
+        if tail and tail.startswith(f"{what}: "):
+            tail = tail[len(what) + 2:]  # the row already says what ran
         text = f"{self.started[:16].replace('T', ' ')}  {what:<20} {self.status:<13} " \
                f"{took:>8}  {self.trigger:<10}"
         return f"{text}  {_first_line(tail)}" if tail else text

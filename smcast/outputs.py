@@ -3,6 +3,7 @@ patterns confined to the directory, the run lock, leftovers of killed runs, chec
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import logging
@@ -28,15 +29,25 @@ def filenames(cfg: Config) -> dict[str, str]:
     path = cfg.forecast.filenames or templates_dir() / "filenames.yaml"
     if not Path(path).is_file():
         raise ConfigError(f"file-name patterns {path} not found; set forecast.filenames")
-    return yaml.safe_load(Path(path).read_text())
+    names = yaml.safe_load(Path(path).read_text())
+    for key, pattern in names.items():  # checked before any work (product_path checks again)
+        if Path(str(pattern)).is_absolute() or ".." in Path(str(pattern)).parts:
+            raise ConfigError(f"file-name pattern {key}: {pattern!r} in {path} writes outside "
+                              f"the output directory; {_KEEP_INSIDE}")
+    return names
 
 
 def product_path(out: Path, pattern: str, **values: str) -> Path:
     """A product's path from its pattern; ConfigError if it would leave the output directory."""
     path = (out / pattern.format(**values)).resolve()
     if out.resolve() not in path.parents:
-        raise ConfigError(f"file-name pattern {pattern!r} writes outside {out}: {path}")
+        raise ConfigError(f"file-name pattern {pattern!r} writes outside {out}: {path}; "
+                          f"{_KEEP_INSIDE}")
     return path
+
+
+_KEEP_INSIDE = ("make every pattern in forecast.filenames a relative path without '..' (see "
+                "templates/filenames.yaml)")
 
 
 def sha256(path: Path) -> str:
@@ -57,8 +68,15 @@ def run_lock(out: Path) -> Iterator[None]:
 
     The lock file holds the owner's pid and start time, so the "already running" message can
     name them. The lock is released by the kernel when the process ends, however it ends."""
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / LOCK_NAME, "a+") as fh:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        lock_file = open(out / LOCK_NAME, "a+")
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise
+        raise ConfigError(f"cannot write in the output directory {out} ({exc.strerror}); set "
+                          "forecast.output_dir or --output to a folder smcast can write") from None
+    with lock_file as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

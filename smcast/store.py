@@ -17,6 +17,7 @@ incomplete (NaN) days. Only one process writes at a time (an exclusive lock file
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import shutil
@@ -31,7 +32,7 @@ import pandas as pd
 import xarray as xr
 import zarr
 
-from smcast.errors import StoreError
+from smcast.errors import ConfigError, StoreError
 from smcast.grid import Grid, mask_hash
 from smcast.variables import VARIABLES
 
@@ -190,9 +191,16 @@ def store_lock(path: str | Path) -> Iterator[None]:
     """Exclusive write lock on the store at ``path`` (a ``.lock`` file beside it); raises
     StoreError at once when another process holds it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     lock_path = path.with_name(path.name + ".lock")
-    with open(lock_path, "a+") as fh:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock_file = open(lock_path, "a+")
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise
+        raise ConfigError(f"cannot write in the store's folder {path.parent} ({exc.strerror}); "
+                          "set data_dir or store.path to a folder smcast can write") from None
+    with lock_file as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

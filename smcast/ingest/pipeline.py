@@ -145,7 +145,8 @@ def _check(fields: dict[str, np.ndarray], mask: np.ndarray, grid: Grid, day: dat
         if nan.any():
             raise InputDataError(f"{name} on {day}: {int(nan.sum())} land cell(s) have no data "
                                  f"(first at {_first_cell(~np.isfinite(field) & mask, grid)}) in "
-                                 f"{origin}; the files do not cover the store's land cells")
+                                 f"{origin}; the files do not cover the store's land cells: "
+                                 "download them again, or use files that cover grid.area")
         lo, hi = VARIABLES[name].valid_range
         bad = (field < lo) | (field > hi)
         if check_ranges and (bad & mask).any():

@@ -43,6 +43,15 @@ Errors, as the caller sees them (``requests.HTTPError`` from ``cads_raise_for_st
 The key is never in these messages (nor in the fake's bodies), but it is in
 ``exc.response.request.headers["PRIVATE-TOKEN"]``, and ``cdsapi.Client(debug=True)`` logs it.
 
+Fault injection (``faults={stage: [fault, ...]}``), one fault consumed per call at that stage:
+``"submit"`` (``POST .../execution``), ``"poll"`` (``GET .../jobs/{id}``: status polls and the
+results-link look-up) or ``"download"`` (the asset ``GET``; ``HEAD`` is never faulted, multiurl
+ignores its failures anyway). A fault is an HTTP error status (answered with a JSON problem body),
+``"stall"`` (hang for ``stall_seconds``, then close without an answer: the client times out), or,
+for downloads, ``"truncate"`` (the full ``Content-Length`` but only half the bytes, then the
+connection closes). ``echo_key=True`` makes every error body quote the key it was sent (or its
+own, for downloads): a hostile or careless server, to test that callers redact what servers say.
+
 The fake binds to 127.0.0.1 only, and every URL it hands out points back at itself.
 """
 
@@ -72,6 +81,7 @@ FAST_CLIENT_KWARGS: dict[str, Any] = {
 }
 
 _HOST = "127.0.0.1"
+_STAGES = ("submit", "poll", "download")
 _API = "/api"
 
 _STATUS_TITLES = {
@@ -130,14 +140,16 @@ class FakeCDS:
     ``fail_first=N``: the first N job submissions (``POST .../execution``) answer
     ``fail_status`` with a JSON error body. ``queued_polls=N``: a job answers ``accepted`` on
     the first status poll and ``running`` on the next ones until N polls have been answered,
-    then ``successful``. ``reject_wrong_key``: API calls whose ``PRIVATE-TOKEN`` is missing or
+    then ``successful`` (an attribute: set it to 0 to let queued jobs finish). ``faults``,
+    ``stall_seconds`` and ``echo_key``: see the module docstring. ``reject_wrong_key``: API calls whose ``PRIVATE-TOKEN`` is missing or
     differs from ``key`` get 401 (the catalogue and the process description stay public, as on
     the real service).
 
     Attributes for assertions: ``requests`` — (dataset, request) of every job created, in order
     (rejected/failed submissions are not jobs); ``submissions`` — every submission attempt,
     including those answered with an error; ``tokens_seen`` — every ``PRIVATE-TOKEN`` value
-    received; ``calls`` — (method, path) of every HTTP request, in order.
+    received; ``calls`` — (method, path) of every HTTP request, in order; ``faults`` — the faults
+    not served yet; ``deleted`` — ids of the jobs deleted by the client.
     """
 
     url: str
@@ -153,6 +165,9 @@ class FakeCDS:
         fail_status: int = 500,
         queued_polls: int = 0,
         reject_wrong_key: bool = True,
+        faults: dict[str, list[int | str]] | None = None,
+        stall_seconds: float = 2.0,
+        echo_key: bool = False,
     ) -> None:
         if ":" in key:
             # cdsapi sends "UID:KEY" keys to the retired pre-2024 API, which this fake is not.
@@ -167,6 +182,18 @@ class FakeCDS:
         self.fail_status = fail_status
         self.queued_polls = queued_polls
         self.reject_wrong_key = reject_wrong_key
+        self.faults = {stage: list(items) for stage, items in (faults or {}).items()}
+        for stage, items in self.faults.items():
+            if stage not in _STAGES:
+                raise ValueError(f"unknown fault stage {stage!r}; valid: {', '.join(_STAGES)}")
+            for item in items:
+                if not (item == "stall" or item == "truncate" and stage == "download"
+                        or isinstance(item, int) and 400 <= item <= 599):
+                    raise ValueError(f"bad fault {item!r} for stage {stage!r}")
+        self.stall_seconds = stall_seconds
+        self.echo_key = echo_key
+        self.deleted: list[str] = []
+        self._stopping = threading.Event()
         self.requests = []
         self.submissions = 0
         self._failures_left = fail_first
@@ -197,6 +224,7 @@ class FakeCDS:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()  # wakes stalled handlers
         server, self._server = self._server, None
         if server is None:
             return
@@ -248,6 +276,12 @@ class FakeCDS:
         if metadata:
             doc["metadata"] = metadata
         return doc
+
+    def _next_fault(self, stage: str) -> int | str | None:
+        """Consume and return the next fault of ``stage`` (None: answer normally)."""
+        with self._lock:
+            items = self.faults.get(stage)
+            return items.pop(0) if items else None
 
     def _poll_status(self, job: _Job) -> str:
         """Advance the job by one poll and return its status."""
@@ -307,6 +341,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
 
     def _send_error_json(self, status: int, detail: str | None = None, **kw: Any) -> None:
+        if self.fake.echo_key:  # the key sent, or (downloads send none) the one it expects
+            key = self.headers.get("PRIVATE-TOKEN") or self.fake.key
+            detail = f"{detail or 'error'} (request made with key {key})"
         self._send_json(status, _error_body(status, detail, instance=self._full_url(), **kw))
 
     def _full_url(self) -> str:
@@ -328,6 +365,19 @@ class _Handler(BaseHTTPRequestHandler):
             # never echo the token back
             self._send_error_json(401, "Authentication failed")
             return False
+        return True
+
+    def _fault(self, stage: str) -> bool:
+        """Serve the next fault of ``stage``, if any; True when that answered the request."""
+        fault = self.fake._next_fault(stage)
+        self._truncate = fault == "truncate"
+        if fault is None or fault == "truncate":
+            return False
+        if fault == "stall":
+            self.fake._stopping.wait(self.fake.stall_seconds)
+            self.close_connection = True  # no answer at all
+            return True
+        self._send_error_json(int(fault), f"simulated {stage} failure (FakeCDS)")
         return True
 
     def _dispatch(self) -> None:
@@ -386,6 +436,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send_error_json(404, f"job {rest[1]} not found",
                                              title="job not found")
             if len(rest) == 2 and method == "GET":
+                if self._fault("poll"):
+                    return None
                 status = self.fake._poll_status(job)
                 return self._send_json(200, self.fake._job_doc(job, status, self._base(), query))
             if len(rest) == 2 and method == "DELETE":
@@ -393,6 +445,7 @@ class _Handler(BaseHTTPRequestHandler):
                 # before the download: the job is dismissed, its cached asset stays downloadable.
                 with self.fake._lock:
                     job.dismissed = True
+                    self.fake.deleted.append(job.id)
                 return self._send_json(200, self.fake._job_doc(job, "dismissed", self._base(), {}))
             if len(rest) == 3 and rest[2] == "results" and method == "GET":
                 return self._results(job)
@@ -426,6 +479,8 @@ class _Handler(BaseHTTPRequestHandler):
             fake._failures_left, failing = max(fake._failures_left - 1, 0), fake._failures_left > 0
         if failing:
             return self._send_error_json(fake.fail_status, "simulated failure (FakeCDS)")
+        if self._fault("submit"):
+            return None
         request = body.get("inputs", {}) if isinstance(body, dict) else {}
         job = _Job(str(uuid.uuid4()), dataset, request)
         try:
@@ -468,6 +523,8 @@ class _Handler(BaseHTTPRequestHandler):
         if job is None or job.content is None or seg[3] != job.filename \
                 or method not in ("GET", "HEAD"):
             return self._send_error_json(404, "no such asset")
+        if method == "GET" and self._fault("download"):
+            return None
         data = job.content
         start = 0
         rng = self.headers.get("Range")
@@ -482,4 +539,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
         self.end_headers()
         if method == "GET":
-            self.wfile.write(data[start:])
+            body = data[start:]
+            if getattr(self, "_truncate", False):  # promise everything, send half, hang up
+                body = body[:len(body) // 2]
+                self.close_connection = True
+            self.wfile.write(body)

@@ -1,0 +1,1 @@
+"""Reliability: bad inputs, injected faults, kills at random points, security checks."""

@@ -176,10 +176,16 @@ class DailyStore:
 
     def _repair(self) -> None:
         """Bring every array back to the time axis's length after an interrupted append (the
-        days concerned stay incomplete, so nothing half-written is ever taken as data)."""
+        days concerned stay incomplete, so nothing half-written is ever taken as data).
+
+        An append killed while writing the time coordinate leaves it resized but with entries
+        never written (read as the fill value, 1970-01-01): the axis is cut before the first
+        entry that does not continue the daily sequence."""
         group = zarr.open_group(str(self.path), mode="r+", use_consolidated=False)
-        n = group["time"].shape[0]
-        for name in (*TIME_VARIABLES, "complete"):
+        values = group["time"][:]
+        broken = np.flatnonzero(values != values[0] + np.arange(len(values)))
+        n = int(broken[0]) if broken.size else len(values)
+        for name in ("time", *TIME_VARIABLES, "complete"):
             arr = group[name]
             if arr.shape[0] != n:
                 arr.resize((n, *arr.shape[1:]))

@@ -56,13 +56,16 @@ def model_path(cfg: Config, name: str) -> Path:
 
 
 def list_models(cfg: Config) -> list[ModelEntry]:
-    """Every readable package, own models first (newest last), then the bundled ones."""
+    """Every readable package, own models first (newest last), then the bundled ones. Hidden
+    folders are not packages: ``save_package`` stages into them, and a run killed before its
+    rename leaves one behind."""
     current = current_name(cfg)
     out = []
     for root, bundled in ((models_dir(cfg), False), (BUNDLED_DIR, True)):
         if not root.exists():
             continue
-        for folder in sorted(p for p in root.iterdir() if (p / "manifest.json").exists()):
+        for folder in sorted(p for p in root.iterdir() if not p.name.startswith(".")
+                             and (p / "manifest.json").exists()):
             try:
                 manifest = read_manifest(folder)
             except ModelError:

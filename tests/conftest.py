@@ -15,6 +15,19 @@ from smcast.testing.era5 import era5_grid, synthetic_hourly, write_cds_netcdf
 AREA = [42.0, 10.0, 40.0, 12.0]
 
 
+@pytest.fixture
+def cds_offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Keep CDS clients on 127.0.0.1 (no proxy from the environment) and ignore any real CDS
+    or smcast set-up of the machine running the tests."""
+    for var in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY",
+                "ALL_PROXY", "CDSAPI_URL", "CDSAPI_KEY", "ECMWF_DATASTORES_URL",
+                "ECMWF_DATASTORES_KEY", "SMCAST_CONFIG"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("CDSAPI_RC", str(tmp_path / "no.cdsapirc"))
+    monkeypatch.setenv("ECMWF_DATASTORES_RC_FILE", str(tmp_path / "no.datastoresrc"))
+
+
 @pytest.fixture(scope="session")
 def demo_cache(tmp_path_factory) -> Path:
     """One demo cache per test session (the global land fraction is computed once)."""

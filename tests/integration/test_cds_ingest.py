@@ -22,18 +22,11 @@ from smcast.variables import VARIABLES
 from tests.conftest import AREA, sea_points
 from tests.helpers import assert_store_matches
 
+pytestmark = pytest.mark.usefixtures("cds_offline")
+
 START = date(2024, 1, 30)
 N_DAYS = 3
 BY_CDS_NAME = {v.cds_name: v.name for v in VARIABLES.values() if v.cds_name}
-
-
-@pytest.fixture(autouse=True)
-def _offline_env(monkeypatch, tmp_path):
-    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "CDSAPI_URL",
-                "CDSAPI_KEY"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("CDSAPI_RC", str(tmp_path / "no.cdsapirc"))
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from tests.helpers import snapshot
 from tests.integration.test_cds_ingest import responder
 
 pytest.importorskip("cdsapi")
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.usefixtures("cds_offline"), pytest.mark.timeout(60)]
 
 START = date(2024, 1, 30)
 SETS = [f"grid.area={AREA}", "source.name=cds", "source.cds.latency_days=0",
@@ -49,15 +49,6 @@ class FakeTime:
 
     def clock(self) -> float:
         return self.now
-
-
-@pytest.fixture(autouse=True)
-def _offline_env(monkeypatch, tmp_path):
-    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "CDSAPI_URL",
-                "CDSAPI_KEY", "SMCAST_CONFIG"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("CDSAPI_RC", str(tmp_path / "no.cdsapirc"))
 
 
 @pytest.fixture(scope="module")

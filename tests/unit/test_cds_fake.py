@@ -14,7 +14,7 @@ cdsapi = pytest.importorskip("cdsapi")
 
 from smcast.testing.cds_fake import FAST_CLIENT_KWARGS, FakeCDS  # noqa: E402
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.usefixtures("cds_offline"), pytest.mark.timeout(30)]
 
 DATASET = "reanalysis-era5-land"
 REQUEST = {
@@ -27,18 +27,6 @@ REQUEST = {
     "download_format": "unarchived",
 }
 PAYLOAD = b"CDF\x01" + bytes(range(256)) * 64  # stands in for a NetCDF file
-
-
-@pytest.fixture(autouse=True)
-def _no_proxy_no_config(monkeypatch, tmp_path):
-    """Keep requests on 127.0.0.1 (no proxy from the environment) and ignore any real CDS set-up."""
-    for var in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY",
-                "ALL_PROXY", "CDSAPI_URL", "CDSAPI_KEY", "ECMWF_DATASTORES_URL",
-                "ECMWF_DATASTORES_KEY"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("CDSAPI_RC", str(tmp_path / "no.cdsapirc"))
-    monkeypatch.setenv("ECMWF_DATASTORES_RC_FILE", str(tmp_path / "no.datastoresrc"))
 
 
 def _responder(seen: list | None = None):

@@ -3,8 +3,6 @@ patterns confined to the directory, the run lock, leftovers of killed runs, chec
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import hashlib
 import logging
 import os
@@ -14,11 +12,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TextIO
 
 import yaml
 
 from smcast.config import Config
 from smcast.errors import BusyError, ConfigError
+from smcast.locks import exclusive_lock
 from smcast.templates import templates_dir
 
 log = logging.getLogger(__name__)
@@ -68,22 +68,8 @@ def run_lock(out: Path) -> Iterator[None]:
 
     The lock file holds the owner's pid and start time, so the "already running" message can
     name them. The lock is released by the kernel when the process ends, however it ends."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        lock_file = open(out / LOCK_NAME, "a+")
-    except OSError as exc:
-        if exc.errno == errno.ENOSPC:
-            raise
-        raise ConfigError(f"cannot write in the output directory {out} ({exc.strerror}); set "
-                          "forecast.output_dir or --output to a folder smcast can write") from None
-    with lock_file as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            owner = fh.read().strip() or "unknown"
-            raise BusyError(f"already running: another smcast run ({owner}) holds {fh.name}; "
-                            "this run did nothing. Try again when it has finished") from None
+    with exclusive_lock(out / LOCK_NAME, f"the output directory {out}",
+                        "forecast.output_dir or --output", _already_running) as fh:
         fh.seek(0)
         fh.truncate()
         fh.write(f"pid {os.getpid()} on {socket.gethostname()} since "
@@ -91,6 +77,13 @@ def run_lock(out: Path) -> Iterator[None]:
         fh.flush()
         remove_leftovers(out)
         yield
+
+
+def _already_running(lock_file: TextIO) -> BusyError:
+    lock_file.seek(0)
+    owner = lock_file.read().strip() or "unknown"
+    return BusyError(f"already running: another smcast run ({owner}) holds {lock_file.name}; "
+                     "this run did nothing. Try again when it has finished")
 
 
 def remove_leftovers(out: Path) -> list[Path]:

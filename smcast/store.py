@@ -17,8 +17,6 @@ incomplete (NaN) days. Only one process writes at a time (an exclusive lock file
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import os
 import shutil
 from contextlib import contextmanager
@@ -32,8 +30,9 @@ import pandas as pd
 import xarray as xr
 import zarr
 
-from smcast.errors import ConfigError, StoreError
+from smcast.errors import StoreError
 from smcast.grid import Grid, mask_hash
+from smcast.locks import exclusive_lock
 from smcast.variables import VARIABLES
 
 FORMAT_VERSION = 1
@@ -198,24 +197,14 @@ def store_lock(path: str | Path) -> Iterator[None]:
     StoreError at once when another process holds it."""
     path = Path(path)
     lock_path = path.with_name(path.name + ".lock")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        lock_file = open(lock_path, "a+")
-    except OSError as exc:
-        if exc.errno == errno.ENOSPC:
-            raise
-        raise ConfigError(f"cannot write in the store's folder {path.parent} ({exc.strerror}); "
-                          "set data_dir or store.path to a folder smcast can write") from None
-    with lock_file as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise StoreError(f"store {path} is being written by another smcast process (lock "
-                             f"{lock_path}); wait for it to finish") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def busy(_: object) -> StoreError:
+        return StoreError(f"store {path} is being written by another smcast process (lock "
+                          f"{lock_path}); wait for it to finish")
+
+    with exclusive_lock(lock_path, f"the store's folder {path.parent}",
+                        "data_dir or store.path", busy):
+        yield
 
 
 def date_range(start: date, end: date) -> Iterator[date]:

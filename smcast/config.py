@@ -149,7 +149,8 @@ class IngestConfig(Section):
     """How days are aggregated and written."""
 
     batch_days: int = Field(16, ge=1, le=366)
-    """Days held in memory and written to the store together."""
+    """Days held in memory and written to the store together (lowered automatically so that a
+    batch stays under 512 MB: one day at a time on the global 0.1° grid)."""
     workers: int = Field(0, ge=0, le=64)
     """Processes that read and aggregate days in parallel for file sources (directory, cds);
     0: one per CPU core (at most 8); 1: everything in this process."""

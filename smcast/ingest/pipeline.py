@@ -104,13 +104,24 @@ def _run(cfg: Config, source: Source, grid: Grid, path: Path, days: list[date],
                                       result.day, source.name, cfg.store.compression_level)
             log.info("created store %s: %s, %d land cells", path, grid.describe(),
                      store.land_cells)
-        if len(batch) >= cfg.ingest.batch_days:
+        if len(batch) >= _batch_days(cfg, grid):
             store.write_days(batch_days, batch)
             batch_days, batch = [], []
         bar.update(1)
     store.write_days(batch_days, batch)
     bar.close()
     return store, replaced
+
+
+#: days held for one store write are capped at this many bytes (a 0.1° day is ~440 MB)
+BATCH_BYTES = 512 * 2**20
+
+
+def _batch_days(cfg: Config, grid: Grid) -> int:
+    """``ingest.batch_days``, lowered so that one batch of days stays under ``BATCH_BYTES``."""
+    nlat, nlon = grid.shape
+    per_day = len(VARIABLES) * nlat * nlon * 4
+    return max(1, min(cfg.ingest.batch_days, BATCH_BYTES // per_day))
 
 
 def _workers(cfg: Config) -> int:

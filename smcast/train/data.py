@@ -63,46 +63,70 @@ class CellData:
 
 
 def load_cells(store: DailyStore, first: date, last: date, dynamic: list[str],
-               statics: list[str], deep: bool, snow_sign: str = "paper") -> CellData:
-    """Read days first…last of every land cell; all days must be complete in the store."""
-    group, cube = _reader(store, first, last, (*dynamic, *statics, *TRUTH_VARS))
-    mask = store.land_mask
+               statics: list[str], deep: bool, snow_sign: str = "paper",
+               cells: np.ndarray | None = None) -> CellData:
+    """Read days first…last of land cells; all days must be complete in the store.
+
+    ``cells``: ascending land-cell numbers (n,) to read, default every land cell. Memory is
+    that of the result (n x T x (n_dyn + 8) x 4 bytes) plus one read block of at most
+    ``READ_BLOCK_BYTES``, whatever the grid: a 0.1° store is read a band of rows at a time.
+    """
+    group, cube, cells = _reader(store, first, last, (*dynamic, *statics, *TRUTH_VARS), cells)
+    flat = store.land_mask.ravel().nonzero()[0][cells]
     dyn = np.stack([cube(v) for v in dynamic], axis=-1)
-    stat = np.stack([group[v][:][mask].astype(np.float32) for v in statics], axis=-1)
+    stat = np.stack([group[v][:].ravel()[flat].astype(np.float32) for v in statics], axis=-1) \
+        if statics else np.zeros((len(cells), 0), np.float32)
     target, d_eval = _truth(cube, snow_sign)
     d = d_eval if deep else np.asarray(direction(water_input(
         cube("tp"), cube("e"), cube("ro"), cube("sd"), snow_sign=snow_sign), target)).astype(np.int8)
-    lat = np.broadcast_to(store.grid.lat[:, None], mask.shape)[mask]
+    lat = store.grid.lat[flat // store.grid.shape[1]]
     days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
-    return CellData(days, np.arange(int(mask.sum())), lat.astype(np.float32), dyn, stat,
-                    target, d, d_eval)
+    return CellData(days, cells, lat.astype(np.float32), dyn, stat, target, d, d_eval)
 
 
-def load_truth(store: DailyStore, first: date, last: date,
-               snow_sign: str = "paper") -> tuple[np.ndarray, np.ndarray]:
-    """Observed swvl1 (n, T) in m3 m-3 and the Eq. 11 direction D (n, T) int8 of every land cell
-    for days first…last (what verification needs; D is 0 on the first two days)."""
-    _, cube = _reader(store, first, last, TRUTH_VARS)
+def load_truth(store: DailyStore, first: date, last: date, snow_sign: str = "paper",
+               cells: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Observed swvl1 (n, T) in m3 m-3 and the Eq. 11 direction D (n, T) int8 of land cells
+    (default: all) for days first…last (what verification needs; D is 0 on the first two days)."""
+    _, cube, _ = _reader(store, first, last, TRUTH_VARS, cells)
     return _truth(cube, snow_sign)
 
 
-def _reader(store: DailyStore, first: date, last: date, names: tuple[str, ...]):
-    """The store's Zarr group and a reader of (n, T) float32 land-cell cubes of days
-    first…last, after checking that the days are complete and the variables present."""
+#: upper bound of one read from the store (bytes of float32 values), whatever the grid
+READ_BLOCK_BYTES = 256 * 2**20
+
+
+def _reader(store: DailyStore, first: date, last: date, names: tuple[str, ...],
+            cells: np.ndarray | None):
+    """The store's Zarr group, a reader of (n, T) float32 land-cell cubes of days first…last,
+    and the cell numbers read, after checking that the days are complete and the variables
+    present. Reads cover only the rows holding the cells, ``READ_BLOCK_BYTES`` at a time."""
     _require_complete(store, first, last)
     group = zarr.open_group(str(store.path), mode="r")
     axis = store.days()
     i0, i1 = axis.index(first), axis.index(last) + 1
-    mask = store.land_mask
     missing = [v for v in dict.fromkeys(names) if v not in group.array_keys()]
     if missing:
         raise InputDataError(f"the store {store.path} lacks {', '.join(missing)}; models need "
                              "them (statics come from the demo source or a static file)")
+    land = store.land_mask.ravel().nonzero()[0]
+    cells = np.arange(len(land)) if cells is None else np.asarray(cells, np.int64)
+    if cells.size and (np.any(np.diff(cells) <= 0) or cells[0] < 0 or cells[-1] >= len(land)):
+        raise ValueError(f"cells must be ascending land-cell numbers in 0…{len(land) - 1}")
+    nlon = store.grid.shape[1]
+    flat = land[cells]
+    r0, r1 = (int(flat[0] // nlon), int(flat[-1] // nlon) + 1) if cells.size else (0, 0)
+    local = flat - r0 * nlon
+    days_per_read = max(1, READ_BLOCK_BYTES // max(1, (r1 - r0) * nlon * 4))
 
     def cube(name: str) -> np.ndarray:  # (n, T), read straight from the Zarr chunks
-        return np.ascontiguousarray(group[name][i0:i1][:, mask].T.astype(np.float32))
+        out = np.empty((len(cells), i1 - i0), np.float32)
+        for t in range(i0, i1, days_per_read):
+            block = group[name][t:min(t + days_per_read, i1), r0:r1]
+            out[:, t - i0:t - i0 + block.shape[0]] = block.reshape(block.shape[0], -1)[:, local].T
+        return out
 
-    return group, cube
+    return group, cube, cells
 
 
 def _truth(cube, snow_sign: str) -> tuple[np.ndarray, np.ndarray]:

@@ -2,6 +2,7 @@
 
     python bench/train.py                          # throughput only
     python bench/train.py --store smcast-data/store.zarr --start 2021-01-01 --end 2022-12-31
+    python bench/train.py --processes 2            # + 1 vs N processes (DDP, gloo, CPU)
 
 1. Throughput (samples/s) of smcast's real training step — point sampling from the prepared
    tensors, the physics-guided loss, backward, Adam — against a bare ``nn.LSTM`` → dropout →
@@ -9,12 +10,17 @@
    (the same network, without smcast's machinery), in the same run. Target: the real step at ≥ 80 % of the bare figure.
 2. With ``--store``: peak memory and time of preparing a two-year global 0.5° training run
    (load the land cells, fit scalers, put the tensors in place) and one epoch of training.
+3. With ``--processes N``: samples/s of DistributedDataParallel training steps (gloo, CPU, one
+   thread per process) on N processes sharing a global batch, against one process with one
+   thread and with N threads — what ``torchrun --nproc-per-node N smcast retrain`` gains.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
+import socket
 import time
 from datetime import date, timedelta
 
@@ -91,6 +97,49 @@ def throughput(batch: int, steps: int, rounds: int = 5) -> tuple[float, float]:
     return batch * steps / real_s, batch * steps / bare_s
 
 
+def _ddp_worker(rank: int, world: int, port: int, batch: int, steps: int, threads: int,
+                out) -> None:
+    """One rank of the multi-process measurement; rank 0 puts samples/s (global) in ``out``."""
+    from smcast.train.distributed import session
+    from smcast.train.trainer import _ddp
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
+    torch.set_num_threads(threads)
+    with session("cpu") as d:
+        data = synthetic(5000 // world, 400, seed=rank)  # this rank's share of 5000 cells
+        model = model_for(data)
+        sampler = PointSampler(model, data, torch.device("cpu"))
+        net = _ddp(model.network.train(), torch.device("cpu")) if d.distributed \
+            else model.network.train()
+        opt = make_optimizer(model.network, 1e-3)
+        rng, size = np.random.default_rng(rank), d.batch_share(batch)
+
+        def step() -> None:
+            train_step(net, opt, sampler.batch(rng, size), (0.1, 0.9), sampler.finite)
+
+        best = float("inf")
+        for _ in range(3):
+            d.barrier()
+            best = min(best, time_steps(step, steps))
+        if d.is_main:
+            out.put(batch * steps / best)
+
+
+def processes_run(world: int, batch: int, steps: int, threads: int = 1) -> float:
+    """Global samples/s of ``world`` processes (``threads`` each) sharing batches of ``batch``."""
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    out = ctx.SimpleQueue()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.start_processes(_ddp_worker, args=(world, port, batch, steps, threads, out), nprocs=world,
+                       start_method="spawn")
+    return out.get()
+
+
 def global_run(store_path: str, start: date, end: date) -> None:
     from smcast.store import DailyStore
     from smcast.train.data import load_cells
@@ -120,6 +169,7 @@ def main() -> None:
     ap.add_argument("--store")
     ap.add_argument("--start", default="2021-01-01")
     ap.add_argument("--end", default="2022-12-31")
+    ap.add_argument("--processes", type=int, default=0)
     a = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     print(f"# smcast training benchmark (torch {torch.__version__}, "
@@ -128,6 +178,14 @@ def main() -> None:
         real, bare = throughput(batch, a.steps)
         print(f"batch {batch:>5}: smcast step {real:>9.0f} samples/s, bare nn.LSTM step "
               f"{bare:>9.0f} samples/s → {100 * real / bare:.0f} %")
+    if a.processes > 1:
+        for batch in (64, 256):
+            one = processes_run(1, batch, a.steps)
+            threads = processes_run(1, batch, a.steps, a.processes)
+            many = processes_run(a.processes, batch, a.steps)
+            print(f"batch {batch:>5}: 1 process x 1 thread {one:>7.0f} samples/s, x "
+                  f"{a.processes} threads {threads:>7.0f}; {a.processes} processes (DDP, gloo) "
+                  f"x 1 thread {many:>7.0f} samples/s → x{many / one:.2f}")
     if a.store:
         global_run(a.store, date.fromisoformat(a.start), date.fromisoformat(a.end))
 

@@ -236,12 +236,16 @@ def schedule(cfg: Config) -> None:
 @common
 def retrain(cfg: Config, variant: str | None, start: str | None, end: str | None,
             epochs: int | None, profile: str | None, promote: str | None) -> None:
-    """Train a model on the store and promote it if it beats the current one."""
+    """Train a model on the store and promote it if it beats the current one.
+
+    Also runs under torchrun (`torchrun --nproc-per-node N -m smcast retrain ...`): one
+    process per GPU (or CPU process with gloo); only rank 0 prints the summary."""
     from smcast.train.retrain import retrain as run_retrain
 
     summary = run_retrain(cfg, variant, parse_day(start, "--start"), parse_day(end, "--end"),
                           epochs, profile, promote)
-    click.echo(summary.line())
+    if summary is not None:  # None on the other ranks of a torchrun job
+        click.echo(summary.line())
 
 
 @main.command()

@@ -152,10 +152,42 @@ class IngestConfig(Section):
     """Days held in memory and written to the store together (lowered automatically so that a
     batch stays under 512 MB: one day at a time on the global 0.1° grid)."""
     workers: int = Field(0, ge=0, le=64)
-    """Processes that read and aggregate days in parallel for file sources (directory, cds);
-    0: one per CPU core (at most 8); 1: everything in this process."""
+    """Dask workers (one process, one thread each) of the local dask.distributed cluster that
+    reads and aggregates days in parallel for file sources (directory, cds); 0: one per CPU core
+    (at most 8); 1: everything in this process, no cluster (ingests of one day never start one).
+    Ignored when ``scheduler`` is set."""
+    scheduler: str | None = None
+    """Address of a running dask scheduler (e.g. ``tcp://10.0.0.5:8786``) whose workers ingest
+    multi-day ranges; its workers need smcast installed and the input files at the same paths.
+    null: a local cluster of ``workers`` processes."""
+    memory_per_worker: str = "4GiB"
+    """Memory limit of each local dask worker (dask's nanny spills, pauses, and restarts a worker
+    that goes over it), e.g. ``4GiB``, ``6GB`` or ``auto`` (the machine's memory / workers).
+    Workers of a remote ``scheduler`` have the limit they were started with."""
     check_ranges: bool = True
     """Reject values outside the vocabulary's physical ranges (recommended)."""
+
+    @field_validator("scheduler")
+    @classmethod
+    def _scheduler_address(cls, value: str | None) -> str | None:
+        prefixes = ("tcp://", "tls://", "ucx://")
+        if value is not None and (not value.startswith(prefixes)
+                                  or not value.partition("://")[2].strip()):
+            raise ValueError(f"{value!r} is not a dask scheduler address: use e.g. "
+                             "tcp://10.0.0.5:8786 (tcp://, tls:// or ucx://), or null for a "
+                             "local cluster")
+        return value
+
+    @field_validator("memory_per_worker")
+    @classmethod
+    def _memory_size(cls, value: str) -> str:
+        import re
+
+        units = r"(b|kb|mb|gb|tb|kib|mib|gib|tib|k|m|g|t|ki|mi|gi|ti)?"
+        if value.strip().lower() != "auto" and not re.fullmatch(
+                rf"\s*\d+(\.\d+)?\s*{units}\s*", value, re.IGNORECASE):
+            raise ValueError(f"{value!r} is not a memory size: use e.g. 4GiB, 6GB or auto")
+        return value
 
 
 PAPER_DYNAMIC = ("t2m", "u10", "v10", "tp", "sp", "q", "ssrd", "strd")
@@ -213,6 +245,11 @@ class TrainConfig(Section):
     """Validations without improvement before stopping (the paper's code: 10)."""
     validation_cell_stride: int = Field(40, ge=1)
     """Validate on every n-th land cell (the paper's code: 40)."""
+    max_cells: int | None = Field(None, ge=1)
+    """Train on a seeded random subset of this many land cells; None: every land cell. Set it
+    on fine global grids (0.1°: ~1.6 million land cells; e.g. 200000): each process of a
+    torchrun job holds max_cells / processes cells x training-to-test days x (n_dyn + 8) x 4
+    bytes. Scalers are still fitted on every land cell."""
     learning_rate: float = Field(1e-3, gt=0)
     """Adam learning rate (the paper: 1e-3)."""
     seed: int = 42
@@ -236,6 +273,14 @@ class ForecastConfig(Section):
     """Model name; None: the current model (``smcast models``)."""
     batch_size: int = Field(0, ge=0)
     """Land cells per forward pass; 0: chosen from the device's free memory."""
+    band_cells: int = Field(131072, ge=1)
+    """Land cells read and predicted together (a band of contiguous cell numbers, aligned to
+    the store's row chunks); bounds the run's memory: about band_cells x (seq_len +
+    consistency_days) x (n_dyn + 8) x 4 bytes per band (~310 MB with the defaults). The global
+    0.5° grid (61 787 cells) is one band; the 0.1° grid (~1.6 million) about 13."""
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Arithmetic of the network's forward pass (torch.autocast): fp32 (exact, the default),
+    bf16 (CPU or CUDA) or fp16 (CUDA only). The outputs are float32 m3 m-3 either way."""
     consistency_days: int = Field(30, ge=1, le=365)
     """Recent verifiable days the model is re-run on for the consistency layer (Eq. 19)."""
     consistency_threshold: float = Field(0.5, ge=0, le=1)

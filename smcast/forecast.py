@@ -2,13 +2,31 @@
 
 1. bring the store up to date from the source up to the issue date;
 2. find the latest complete forcing day L and check the input window L−6…L;
-3. run the model over every land cell for every lead (valid days L+1 … L+N);
+3. run the model over every land cell for every lead (valid days L+1 … L+N), a band of
+   ``forecast.band_cells`` contiguous land cells at a time (read, predict, keep the results);
 4. consistency layers: the model re-run on the most recent verifiable days gives each cell's
    share of physically consistent predictions (Eq. 19) and a flag; per valid day an Eq. 19 flag
    that stays "not yet verifiable" until the store holds that day;
 5. write NetCDF, Cloud-Optimized GeoTIFFs (+ QGIS styles) and a quicklook, each atomically;
 6. write the run manifest last: its presence means the issue date is done (re-runs are no-ops
    unless ``--force``).
+
+Memory (float32 = 4 B; W = seq_len + consistency_days window days, 37 by default; n_dyn dynamic
+inputs, 8 by default; G = nlat x nlon cells):
+
+* per band, the land-cell arrays ``load_cells`` returns, band_cells x W x (n_dyn + 8) x 4 B
+  (131 072 cells: 310 MB), about twice that while they are assembled, plus one store read
+  block (≤ ``smcast.train.data.READ_BLOCK_BYTES``, 256 MB; a 0.1° band of ~120 rows x 37 days
+  reads ~65 MB); only one band is held at a time;
+* the land-cell results, N_land x (n_leads + 2) x 4 B (0.1°: 1.6 M cells, 52 MB);
+* the full-grid dataset, at most (n_leads x 2 + 3) x G x 4 B (0.1°, 6 leads: 389 MB; the
+  flags take 1 B a cell, so 227 MB in fact), and, one writer at a time, the writers' own
+  memory (measured at 0.1° with 6 leads: NetCDF ~1.7 x the dataset, +363 MiB; a soil-moisture
+  COG +206 MiB, a flag COG +85 MiB, both mostly GDAL's; the quicklook +89 MiB, as it draws a
+  grid of at most ``smcast.writers.quicklook.QUICKLOOK_MAX_EDGE`` cells a side).
+
+So the peak does not grow with the number of land cells beyond the full-grid terms
+(``bench/forecast.py --fine`` measures it on the global 0.1° grid).
 """
 
 from __future__ import annotations
@@ -26,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import xarray as xr
+from tqdm.auto import tqdm
 
 import smcast
 from smcast import metrics
@@ -37,7 +56,7 @@ from smcast.ingest.pipeline import IngestSummary, ingest
 from smcast.ledger import Ledger
 from smcast.model.package import ModelError, check_compatible, load_package
 from smcast.model.registry import current_name, model_path
-from smcast.model.wrapper import SoilMoistureModel
+from smcast.model.wrapper import SoilMoistureModel, autocast_context
 from smcast.outputs import filenames, product_path, run_lock, sha256
 from smcast.sources.base import make_source
 from smcast.store import DailyStore, date_range
@@ -131,10 +150,80 @@ def batch_size(cfg: Config, model: SoilMoistureModel) -> int:
     return 4096
 
 
-def forecast_cells(model: SoilMoistureModel, data: CellData, bs: int) -> np.ndarray:
+def forecast_cells(model: SoilMoistureModel, data: CellData, bs: int,
+                   precision: str = "fp32") -> np.ndarray:
     """Predictions (n, n_leads) from the window ending on the last day of ``data``."""
     dyn = data.dynamic[:, -model.seq_len:]
-    return model.predict(dyn, data.statics, data.cells, batch_size=bs)
+    return model.predict(dyn, data.statics, data.cells, batch_size=bs, precision=precision)
+
+
+def cell_bands(store: DailyStore, band_cells: int) -> list[tuple[int, int]]:
+    """Bands [lo, hi) of contiguous land-cell numbers covering every land cell, each of at
+    most ``band_cells`` cells, aligned to the store's row chunks: whole chunks are grouped while
+    they fit, a chunk holding more cells is split into equal parts, so no band reads a chunk
+    it shares with a neighbour unless the chunk alone exceeds ``band_cells``."""
+    mask = store.land_mask
+    chunk = mask.ravel().nonzero()[0] // mask.shape[1] // store.row_chunk  # (n_land,)
+    edges = [0, *(np.flatnonzero(np.diff(chunk)) + 1).tolist(), len(chunk)]
+    bands: list[tuple[int, int]] = []
+    lo = 0
+    for a, b in zip(edges[:-1], edges[1:]):
+        if b - lo <= band_cells:
+            continue  # the chunk joins the open band
+        if lo < a:
+            bands.append((lo, a))
+        parts = -(-(b - a) // band_cells)
+        cuts = [a + (b - a) * k // parts for k in range(parts + 1)]
+        bands += list(zip(cuts[:-2], cuts[1:-1]))
+        lo = cuts[-2]
+    if lo < len(chunk):
+        bands.append((lo, len(chunk)))
+    return bands
+
+
+@dataclass
+class LandForecast:
+    """The model's results over all land cells, assembled band by band.
+
+    Attributes:
+        pred: (n_land, n_leads) float32 swvl1 forecasts in m3 m-3 (clipped to 0…1).
+        rate: (n_land,) float64 recent consistency rate (Eq. 19), NaN without a signal.
+        bands: number of bands.
+        read_s, inference_s: seconds spent reading the store and running the model.
+    """
+
+    pred: np.ndarray
+    rate: np.ndarray
+    bands: int
+    read_s: float
+    inference_s: float
+
+
+def forecast_land(cfg: Config, model: SoilMoistureModel, store: DailyStore, first: date,
+                  last: date, bs: int) -> LandForecast:
+    """Forecast and consistency rate of every land cell from days first…last, one band of
+    ``forecast.band_cells`` cells at a time (memory: see the module docstring)."""
+    bands = cell_bands(store, cfg.forecast.band_cells)
+    pred = np.empty((store.land_cells, model.n_leads), np.float32)
+    rate = np.empty(store.land_cells, np.float64)
+    cache = cfg.data_dir / "cache" / "predictions"
+    precision = cfg.forecast.precision
+    read_s = inference_s = 0.0
+    for k, (lo, hi) in enumerate(tqdm(bands, desc="forecast", unit="band", leave=False,
+                                      disable=None if len(bands) > 1 else True)):
+        t0 = time.perf_counter()
+        data = load_cells(store, first, last, list(model.dynamic_inputs),
+                          list(model.static_inputs), model.variant.deep,
+                          model.variant.snow_sign, cells=np.arange(lo, hi))
+        t1 = time.perf_counter()
+        pred[lo:hi] = forecast_cells(model, data, bs, precision)
+        rate[lo:hi] = recent_consistency(model, data, bs, cache, precision)
+        t2 = time.perf_counter()
+        read_s, inference_s = read_s + t1 - t0, inference_s + t2 - t1
+        log.debug("band %d/%d: cells %d…%d read in %.1f s, predicted in %.1f s", k + 1,
+                  len(bands), lo, hi - 1, t1 - t0, t2 - t1)
+        del data
+    return LandForecast(clip_physical(pred), rate, len(bands), read_s, inference_s)
 
 
 def clip_physical(pred: np.ndarray) -> np.ndarray:
@@ -147,15 +236,16 @@ def clip_physical(pred: np.ndarray) -> np.ndarray:
 
 
 def recent_consistency(model: SoilMoistureModel, data: CellData, bs: int,
-                       cache: Path | None = None) -> np.ndarray:
+                       cache: Path | None = None, precision: str = "fp32") -> np.ndarray:
     """Per cell (n,), the Eq. 19 consistency rate of lead-1 predictions of the recent days.
 
-    Each day's prediction depends only on the model and its 7-day input window, so it is cached
-    under ``cache`` keyed by a hash of both: a daily run computes one new day, not thirty.
+    Each day's prediction depends only on the model, its 7-day input window (of the cells of
+    ``data``: one band) and the precision, so it is cached under ``cache`` keyed by a hash of
+    them: a daily run computes one new day, not thirty.
     """
     seq = model.seq_len
     n_days = data.target.shape[1]
-    preds = [_lead1(model, data.dynamic[:, end - seq:end], data, bs, cache)
+    preds = [_lead1(model, data.dynamic[:, end - seq:end], data, bs, cache, precision)
              for end in range(seq, n_days)]  # target day ``end``, inputs end−seq … end−1
     pred = np.stack(preds, axis=-1)
     t = np.arange(seq, n_days)
@@ -163,17 +253,20 @@ def recent_consistency(model: SoilMoistureModel, data: CellData, bs: int,
 
 
 def _lead1(model: SoilMoistureModel, dyn: np.ndarray, data: CellData, bs: int,
-           cache: Path | None) -> np.ndarray:
+           cache: Path | None, precision: str = "fp32") -> np.ndarray:
     key = None
     if cache is not None:
         h = hashlib.blake2b(digest_size=16)
         h.update(model.manifest.get("weights_sha256", "").encode())
         h.update(np.ascontiguousarray(dyn).tobytes())
         h.update(data.statics.tobytes())
+        if precision != "fp32":  # fp32 keys stay those of the caches made before precisions
+            h.update(precision.encode())
         key = cache / f"{h.hexdigest()}.npy"
         if key.exists():
             return np.load(key)
-    pred = model.predict(dyn, data.statics, data.cells, batch_size=bs)[:, 0]
+    pred = model.predict(dyn, data.statics, data.cells, batch_size=bs,
+                         precision=precision)[:, 0]
     if key is not None:
         key.parent.mkdir(parents=True, exist_ok=True)
         tmp = key.with_name(f".{key.stem}.{os.getpid()}.npy")
@@ -210,7 +303,8 @@ def forecast_dataset(model: SoilMoistureModel, name: str, sha: str, store: Daily
     verification = np.full((len(valid), *mask.shape), SEA, np.uint8)
     verification[:, mask] = NOT_YET
     ds = xr.Dataset(
-        {"swvl1": (("time", "lat", "lon"), to_grid(pred, mask, np.nan).astype(np.float32)),
+        {"swvl1": (("time", "lat", "lon"), to_grid(pred, mask, np.nan).astype(np.float32,
+                                                                               copy=False)),
          "consistency_rate": (("lat", "lon"), to_grid(rate.astype(np.float32), mask, np.nan)),
          "consistency_flag": (("lat", "lon"), to_grid(
              consistency_flag(rate, cfg.forecast.consistency_threshold), mask, SEA)),
@@ -226,6 +320,8 @@ def forecast_dataset(model: SoilMoistureModel, name: str, sha: str, store: Daily
                 "consistency_threshold": cfg.forecast.consistency_threshold,
                 "consistency_days": cfg.forecast.consistency_days,
                 "grid_resolution": grid.resolution}
+    if cfg.forecast.precision != "fp32":  # fp32 products stay as they were before precisions
+        ds.attrs["smcast_precision"] = cfg.forecast.precision
     return ds
 
 
@@ -309,6 +405,7 @@ def _forecast(cfg: Config, issue: date, model_name: str | None, output: Path | N
     t0 = time.perf_counter()
     if issue > utc_today() + timedelta(days=1):
         raise ConfigError(f"issue date {issue} is in the future; use today or earlier")
+    check_precision(cfg)
     out = Path(output or cfg.output_dir).resolve()
     name = model_name or cfg.forecast.model or current_name(cfg)
     if name is None:
@@ -327,16 +424,10 @@ def _forecast(cfg: Config, issue: date, model_name: str | None, output: Path | N
         except ModelError as exc:
             raise ModelError(f"cannot forecast with model {name!r}: {exc}") from None
         last = latest_window(store, newest, model.seq_len + cfg.forecast.consistency_days)
-        data = load_cells(store, last - timedelta(days=window_days(cfg) - 1), last,
-                          list(model.dynamic_inputs), list(model.static_inputs),
-                          model.variant.deep, model.variant.snow_sign)
-        bs = batch_size(cfg, model)
-        t_inf = time.perf_counter()
-        pred = clip_physical(forecast_cells(model, data, bs))
-        rate = recent_consistency(model, data, bs, cfg.data_dir / "cache" / "predictions")
-        t_inf = time.perf_counter() - t_inf
+        first = last - timedelta(days=window_days(cfg) - 1)
+        land = forecast_land(cfg, model, store, first, last, batch_size(cfg, model))
         ds = forecast_dataset(model, name, model.manifest.get("weights_sha256", ""), store,
-                              issue, last, pred, rate, cfg)
+                              issue, last, land.pred, land.rate, cfg)
         files = publish(ds, out, names)
         valid = [last + timedelta(days=k) for k in model.leads]
         result = ForecastResult("done", issue, last, valid, files, manifest_path,
@@ -345,12 +436,21 @@ def _forecast(cfg: Config, issue: date, model_name: str | None, output: Path | N
                     "verification_flag": {str(v): product_path(
                         out, names["geotiff"], variable="verification_flag",
                         valid=v.strftime("%Y%m%d"), **fmt) for v in valid}}
-        _write_manifest(result, ds, data, store, t_inf, products, model.variant.snow_sign)
+        _write_manifest(result, ds, (first, last), store, land, products,
+                        model.variant.snow_sign)
     return result
 
 
-def _write_manifest(result: ForecastResult, ds: xr.Dataset, data: CellData,
-                    store: DailyStore, inference_s: float, products: dict,
+def check_precision(cfg: Config) -> None:
+    """ConfigError before any work when ``forecast.precision`` does not fit the device."""
+    import torch
+
+    autocast_context(cfg.forecast.precision,
+                     torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def _write_manifest(result: ForecastResult, ds: xr.Dataset, window: tuple[date, date],
+                    store: DailyStore, land: LandForecast, products: dict,
                     snow_sign: str) -> None:
     from smcast.writers.atomic import atomic_path
 
@@ -359,11 +459,13 @@ def _write_manifest(result: ForecastResult, ds: xr.Dataset, data: CellData,
            "leads": [int(v) for v in ds["lead"].values],
            "model": ds.attrs["smcast_model"], "variant": ds.attrs["smcast_variant"],
            "model_sha256": ds.attrs["smcast_model_sha256"],
-           "input_days": [str(data.days[0]), str(data.days[-1])],
+           "input_days": [str(window[0]), str(window[1])],
            "land_cells": int(store.land_cells), "snow_sign": snow_sign,
            "smcast_version": smcast.__version__,
            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-           "timings_s": {"total": round(result.seconds, 3), "inference": round(inference_s, 3)},
+           "timings_s": {"total": round(result.seconds, 3),
+                         "inference": round(land.inference_s, 3), "read": round(land.read_s, 3)},
+           "bands": land.bands, "precision": ds.attrs.get("smcast_precision", "fp32"),
            "files": [{"path": str(p.relative_to(result.manifest.parent)), "sha256": sha256(p)}
                      for p in result.files],
            "products": {"netcdf": _rel(products["netcdf"], result.manifest),

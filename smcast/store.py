@@ -3,7 +3,10 @@
 Layout (``xarray.open_zarr(path)`` opens it):
 
 * ``<name>(time, lat, lon)`` float32 for every vocabulary variable, in store units, NaN over sea;
-  one chunk per day (appending and replacing a day touch only that day's chunks);
+  chunks of one day x a band of whole latitude rows of at most ``CHUNK_BYTES`` (4 MiB): one
+  chunk per day up to the global 0.25° grid, 7 row bands at 0.1° (``day_chunks``). Appending
+  and replacing a day touch only that day's chunks; a store keeps the chunks it was created
+  with (appends follow its encoding), so stores made before row bands still work;
 * ``complete(time)`` int8: 1 when every variable of the day was written and checked. It is set
   **last**, after the day's data, and cleared first when a day is replaced, so a day marked
   complete is always whole, whatever interrupted a write;
@@ -95,6 +98,13 @@ class DailyStore:
     def land_mask(self) -> np.ndarray:
         """Boolean land mask, shape (nlat, nlon)."""
         return zarr.open_group(str(self.path), mode="r")["land_mask"][:].astype(bool)
+
+    @property
+    def row_chunk(self) -> int:
+        """Latitude rows per chunk of the daily variables (``day_chunks``; the whole grid's
+        rows in a store made before row bands)."""
+        group = zarr.open_group(str(self.path), mode="r")
+        return int(group[TIME_VARIABLES[0]].chunks[1])
 
     @property
     def land_cells(self) -> int:
@@ -250,11 +260,32 @@ def _days_dataset(grid: Grid, days: list[date], fields: list[dict[str, np.ndarra
     return xr.Dataset(data, coords={"time": _time_coord(days)})
 
 
+#: largest uncompressed chunk of a daily variable (bytes of float32)
+CHUNK_BYTES = 4 * 2**20
+
+
+def day_chunks(nlat: int, nlon: int, chunk_bytes: int = CHUNK_BYTES) -> tuple[int, int, int]:
+    """Chunk shape (1, rows, nlon) of a daily (time, lat, lon) float32 variable: one day, a band
+    of whole rows, each chunk at most ``chunk_bytes`` (a single row may exceed it), the rows
+    shared evenly between the bands.
+
+    Global 0.5° (360 x 720, 1.0 MB) and 0.25° (720 x 1440, 4.0 MB) keep one chunk per day;
+    global 0.1° (1800 x 3600, 25.9 MB) gets 7 bands of 258 rows (3.7 MB each), so reading a band
+    of land cells decompresses only the chunks holding its rows.
+    """
+    per_row = max(1, nlon * 4)
+    bands = max(1, -(-nlat * per_row // chunk_bytes))
+    return 1, max(1, -(-nlat // bands)), nlon
+
+
 def _encoding(ds: xr.Dataset, level: int) -> dict[str, dict]:
     comp = [numcodecs.Blosc(cname="zstd", clevel=level, shuffle=numcodecs.Blosc.SHUFFLE)]
     enc: dict[str, dict] = {"time": {"units": "days since 1970-01-01", "dtype": "int32",
                                      "calendar": "proleptic_gregorian"}}
     for name, var in ds.data_vars.items():
-        chunks = (1, *var.shape[1:]) if var.dims[:1] == ("time",) else var.shape
+        if var.dims == ("time", "lat", "lon"):
+            chunks = day_chunks(*var.shape[1:], CHUNK_BYTES)
+        else:
+            chunks = (1, *var.shape[1:]) if var.dims[:1] == ("time",) else var.shape
         enc[name] = {"compressors": comp, "chunks": chunks}
     return enc

@@ -12,6 +12,10 @@ the store now holds (v−2 … v and the last forcing day L, all complete):
    killed part-way is simply redone.
 
 Verify shares the forecast's lock, so it never rewrites a file a forecast is writing.
+
+Memory: the truth (observed swvl1 and D of the ≤ max lead + 3 days concerned) is read a band of
+``forecast.band_cells`` land cells at a time and kept as (n_land, T) arrays, 5 B per cell and
+day (0.1°, 9 days: 72 MB); the products are handled one (lat, lon) layer at a time.
 """
 
 from __future__ import annotations
@@ -85,7 +89,8 @@ def _verify(cfg: Config, out: Path, ledger: Ledger) -> VerifySummary:
             ready = [v for v in todo if verifiable(v, entry.last_forcing, complete)]
             summary.pending += len(todo) - len(ready)
             if ready:
-                summary.files += verify_forecast(entry, ready, store, ledger)
+                summary.files += verify_forecast(entry, ready, store, ledger,
+                                                 cfg.forecast.band_cells)
                 summary.forecasts += 1
                 summary.days += len(ready)
     summary.seconds = time.perf_counter() - t0
@@ -100,7 +105,7 @@ def verifiable(valid: date, last_forcing: date, complete: set[date]) -> bool:
 
 
 def verify_forecast(entry: ForecastEntry, days: list[date], store: DailyStore,
-                    ledger: Ledger) -> list[Path]:
+                    ledger: Ledger, band_cells: int = 131072) -> list[Path]:
     """Flags and skill of ``days`` of one forecast; returns the files rewritten."""
     products = entry.doc.get("products")
     if not products:
@@ -109,7 +114,7 @@ def verify_forecast(entry: ForecastEntry, days: list[date], store: DailyStore,
                              f"{entry.issue} --force` to verify it")
     nc_path = entry.folder / products["netcdf"]
     first, last = min(entry.last_forcing, min(days) - timedelta(days=2)), max(days)
-    obs, direction = load_truth(store, first, last, entry.doc.get("snow_sign", "paper"))
+    obs, direction = truth(store, first, last, entry.doc.get("snow_sign", "paper"), band_cells)
     col = {first + timedelta(days=i): i for i in range((last - first).days + 1)}
     pred = read_predictions(nc_path, days, store)
     mask = store.land_mask
@@ -126,6 +131,21 @@ def verify_forecast(entry: ForecastEntry, days: list[date], store: DailyStore,
     mark_verified(entry, days, [nc_path, *tifs])
     log.info("verified %s: %s", entry.issue, ", ".join(map(str, days)))
     return [nc_path, *tifs]
+
+
+def truth(store: DailyStore, first: date, last: date, snow_sign: str, band_cells: int
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """Observed swvl1 (n_land, T) float32 in m3 m-3 and the Eq. 11 direction D (n_land, T) int8
+    of days first…last, read in bands of at most ``band_cells`` land cells (the same values as
+    one ``load_truth`` of all cells, in bounded memory)."""
+    from smcast.forecast import cell_bands
+
+    n, n_days = store.land_cells, (last - first).days + 1
+    obs, direction = np.empty((n, n_days), np.float32), np.empty((n, n_days), np.int8)
+    for lo, hi in cell_bands(store, band_cells):
+        obs[lo:hi], direction[lo:hi] = load_truth(store, first, last, snow_sign,
+                                                  cells=np.arange(lo, hi))
+    return obs, direction
 
 
 def read_predictions(nc_path: Path, days: list[date], store: DailyStore

@@ -44,10 +44,11 @@ def demo_cfg(tmp_path: Path, demo_cache: Path) -> Config:
 
 @pytest.fixture
 def mirror_cfg(tmp_path: Path) -> Config:
-    """Directory source over AREA, data in tmp_path."""
+    """Directory source over AREA, data in tmp_path, ingested in-process (the dask path has its
+    own tests in tests/integration/test_dask_ingest.py)."""
     return load_config(None, [f"data_dir={tmp_path / 'data'}", f"grid.area={AREA}",
                               f"source.directory.path={tmp_path / 'mirror'}",
-                              "source.name=directory"], environ={})
+                              "source.name=directory", "ingest.workers=1"], environ={})
 
 
 def sea_points(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:

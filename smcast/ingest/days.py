@@ -1,26 +1,30 @@
 """Per-day work: the pieces of one day → daily fields averaged onto the store grid.
 
 This is the expensive, independent part of an ingest (reading files, hourly → daily, derived
-variables, regridding), so for file sources it runs in a pool of worker processes, a bounded
-number of days ahead of the writer; the demo source, a sequential simulation, runs in-process.
+variables, regridding), so for file sources it runs as dask.distributed tasks (one per day, a
+bounded number of days ahead of the writer; see ``smcast.ingest.cluster``); the demo source, a
+sequential simulation, and one-day ingests run in-process.
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from uuid import uuid4
 
 import numpy as np
 
+from smcast.errors import SmcastError
 from smcast.grid import Grid
 from smcast.ingest.daily import Piece, to_daily
 from smcast.ingest.regrid import Regridder
 from smcast.variables import SOURCE_VARIABLES
+
+if TYPE_CHECKING:
+    from distributed import Client, Future
 
 
 @dataclass
@@ -57,47 +61,80 @@ def aggregate(day: date, pieces: dict[str, Piece], grid: Grid,
     return DayResult(day, fields, fraction, origin)
 
 
-def day_results(source: Any, days: list[date], grid: Grid, workers: int
+def day_results(source: Any, days: list[date], grid: Grid, client: Client | None
                 ) -> Iterator[DayResult]:
-    """Results for ``days`` in order: in worker processes when the source offers a picklable
-    ``reader(days)`` (an object with ``read(day) -> pieces``) and ``workers > 1``."""
-    make_reader = getattr(source, "reader", None)
-    if make_reader is None or workers <= 1 or len(days) < 2:
+    """Results for ``days`` in order: as tasks on ``client``'s dask workers, reading with the
+    source's picklable ``reader(days)`` (an object with ``read(day) -> pieces``), or in this
+    process when ``client`` is None."""
+    if client is None:
         cache: dict[Any, Regridder] = {}
         for day, pieces in source.iter_days(days):
             yield aggregate(day, pieces, grid, cache)
         return
-    yield from _parallel(make_reader(days), days, grid, workers)
+    yield from _distributed(client, source.reader(days), days, grid)
 
 
-_WORKER: dict[str, Any] = {}
+def _distributed(client: Client, reader: Any, days: list[date], grid: Grid
+                 ) -> Iterator[DayResult]:
+    """At most 2 days per worker thread in flight, so memory stays bounded however long the
+    range. The reader is a task of its own, which the day tasks depend on: each worker gets it
+    once (and keeps its open files), and dask recomputes it should the worker holding it die
+    (scattered data would be lost with it). An error of a day's task (InputDataError, …) is
+    raised here with its type and message when that day's turn comes."""
+    ahead = 2 * max(1, sum(client.nthreads().values()))
+    tag = uuid4().hex[:8]
+    shared = client.submit(_same, reader, key=f"smcast-reader-{tag}", pure=False)
 
+    def submit(day: date) -> tuple[date, Future]:
+        return day, client.submit(_work, shared, grid, day, key=f"smcast-day-{day}-{tag}",
+                                  pure=False)
 
-def _init_worker(reader: Any, grid: Grid) -> None:
-    _WORKER.update(reader=reader, grid=grid, cache={})
-
-
-def _work(day: date) -> DayResult:
-    return aggregate(day, _WORKER["reader"].read(day), _WORKER["grid"], _WORKER["cache"])
-
-
-def _parallel(reader: Any, days: list[date], grid: Grid, workers: int) -> Iterator[DayResult]:
-    """At most ``2 * workers`` days in flight, so memory stays bounded however long the range."""
-    context = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
-    pool = ProcessPoolExecutor(min(workers, len(days)), mp_context=context,
-                               initializer=_init_worker, initargs=(reader, grid))
     todo = iter(days)
-    pending: deque[Future] = deque()
+    pending: deque[tuple[date, Future]] = deque(submit(d) for _, d in zip(range(ahead), todo))
     try:
-        for day in todo:
-            pending.append(pool.submit(_work, day))
-            if len(pending) >= 2 * workers:
-                break
         while pending:
-            result = pending.popleft().result()
+            outcome = _outcome(*pending.popleft())
             nxt = next(todo, None)
             if nxt is not None:
-                pending.append(pool.submit(_work, nxt))
-            yield result
+                pending.append(submit(nxt))
+            if isinstance(outcome, SmcastError):
+                raise outcome
+            yield outcome
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        if client.status == "running":
+            client.cancel([*(f for _, f in pending), shared])
+
+
+def _outcome(day: date, future: Future) -> DayResult | SmcastError:
+    """A day task's result; a task whose workers kept dying (dask gives up after
+    ``distributed.scheduler.allowed-failures`` tries) is an error with the likely fix."""
+    from distributed import KilledWorker
+
+    try:
+        return future.result()
+    except KilledWorker as exc:
+        raise SmcastError(f"the dask workers died while aggregating {day} ({exc}); the usual "
+                          "cause is memory: raise ingest.memory_per_worker (each worker's memory "
+                          "limit; the machine needs ingest.workers times that)") from None
+
+
+def _same(reader: Any) -> Any:
+    """The reader, as the result of a task (see ``_distributed``)."""
+    return reader
+
+
+#: Regridders of this (worker) process for the store grid of its latest task
+_REGRIDDERS: dict[Grid, dict[Any, Regridder]] = {}
+
+
+def _work(reader: Any, grid: Grid, day: date) -> DayResult | SmcastError:
+    """One day's task on a dask worker; smcast's own errors are returned, not raised, so that
+    the worker logs no traceback for bad input and the writer raises them in day order."""
+    cache = _REGRIDDERS.get(grid)
+    if cache is None:
+        _REGRIDDERS.clear()
+        cache = _REGRIDDERS[grid] = {}
+    try:
+        return aggregate(day, reader.read(day), grid, cache)
+    except SmcastError as exc:
+        return exc

@@ -10,11 +10,11 @@ interruption never leaves a day that claims to be whole but is not.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -22,11 +22,15 @@ from tqdm.auto import tqdm
 from smcast.config import Config
 from smcast.errors import ConfigError, InputDataError, SmcastError, StoreError
 from smcast.grid import Grid
+from smcast.ingest.cluster import day_engine
 from smcast.ingest.days import DayResult, day_results
 from smcast.ingest.landmask import land_mask
 from smcast.sources.base import Source, make_source
 from smcast.store import DailyStore, date_range, store_lock
 from smcast.variables import VARIABLES
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +68,8 @@ def ingest(cfg: Config, start: date, end: date, source_name: str | None = None,
     existing = _open_matching(path, grid)
     source = source or make_source(cfg, grid, source_name)
     source.check(days)
-    with store_lock(path):
-        store, replaced = _run(cfg, source, grid, path, days, existing)
+    with day_engine(cfg.ingest, source, days) as client, store_lock(path):
+        store, replaced = _run(cfg, source, grid, path, days, existing, client)
     return IngestSummary(source.name, path, start, end, len(days), replaced, store.land_cells,
                          store.latest_complete_day(), time.perf_counter() - t0)
 
@@ -81,14 +85,16 @@ def _open_matching(path: Path, grid: Grid) -> DailyStore | None:
 
 
 def _run(cfg: Config, source: Source, grid: Grid, path: Path, days: list[date],
-         store: DailyStore | None) -> tuple[DailyStore, int]:
+         store: DailyStore | None, client: Client | None) -> tuple[DailyStore, int]:
+    """Aggregate ``days`` (on ``client``'s dask workers, or in this process when None), then
+    mask, check and write them in order, one progress-bar tick per day."""
     done = set(store.days()) if store else set()
     replaced = sum(d in done for d in days)
     mask = store.land_mask if store else None
     batch_days: list[date] = []
     batch: list[dict[str, np.ndarray]] = []
     bar = tqdm(total=len(days), desc="ingest", unit="day", disable=None, leave=False)
-    for result in day_results(source, days, grid, _workers(cfg)):
+    for result in day_results(source, days, grid, client):
         if mask is None:
             fraction, mask = _land(cfg, grid, source, result.fraction)
         try:
@@ -122,10 +128,6 @@ def _batch_days(cfg: Config, grid: Grid) -> int:
     nlat, nlon = grid.shape
     per_day = len(VARIABLES) * nlat * nlon * 4
     return max(1, min(cfg.ingest.batch_days, BATCH_BYTES // per_day))
-
-
-def _workers(cfg: Config) -> int:
-    return cfg.ingest.workers or min(os.cpu_count() or 1, 8)
 
 
 def _land(cfg: Config, grid: Grid, source: Source, data_fraction: np.ndarray

@@ -242,13 +242,14 @@ def _check_safetensors(path: Path) -> None:
     size = path.stat().st_size
     with open(path, "rb") as fh:
         head = fh.read(9)
+    n = int.from_bytes(head[:8], "little") if len(head) >= 8 else -1
+    if 2 <= n <= min(size - 8, _MAX_HEADER) and head[8:9] == b"{":
+        return  # the framing holds (a header length may well start with byte 0x80)
     kind = ("a pickle" if head[:1] == b"\x80" else
             "a zip / torch.save archive" if head[:4] == b"PK\x03\x04" else None)
-    n = int.from_bytes(head[:8], "little") if len(head) >= 8 else -1
-    if kind or not (2 <= n <= min(size - 8, _MAX_HEADER)) or head[8:9] != b"{":
-        raise ModelError(f"{path} is not a safetensors file"
-                         f"{f' (it looks like {kind})' if kind else ''}; smcast loads weights "
-                         "only from safetensors. Restore the package or retrain.")
+    raise ModelError(f"{path} is not a safetensors file"
+                     f"{f' (it looks like {kind})' if kind else ''}; smcast loads weights only "
+                     "from safetensors. Restore the package or retrain.")
 
 
 def _build(manifest: dict[str, Any], tensors: dict[str, torch.Tensor]) -> SoilMoistureModel:

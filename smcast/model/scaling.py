@@ -94,6 +94,19 @@ class Scalers:
         mean, std = _nan_mean_std(statics)
         return cls(dyn_min, dyn_max, target_min, target_max, mean, std)
 
+    @classmethod
+    def from_ranges(cls, ranges: "CellRanges", statics: np.ndarray) -> "Scalers":
+        """Scalers from per-cell ranges of every land cell (fitted band by band, see
+        :class:`CellRanges`) and the static fields (ncell, n_static) of every land cell; the
+        same as ``fit`` on all cells at once."""
+        statics = np.asarray(statics)
+        if statics.ndim != 2 or statics.shape[0] != ranges.n_cells:
+            raise ValueError(f"statics must be (ncell={ranges.n_cells}, n_static), not "
+                             f"{statics.shape}")
+        mean, std = _nan_mean_std(statics)
+        return cls(ranges.dyn_min, ranges.dyn_max, ranges.target_min, ranges.target_max, mean,
+                   std)
+
     # -- scaling ----------------------------------------------------------------------------
     def scale_dynamic(self, x: Array, cells: np.ndarray | torch.Tensor) -> Array:
         """Dynamic inputs (n, ..., n_dyn) in store units → min–max scaled."""
@@ -139,6 +152,44 @@ class Scalers:
         if sorted(d) != sorted(names):
             raise ValueError(f"scaler arrays {sorted(d)} do not match the expected {names}")
         return cls(**{n: np.asarray(d[n]) for n in names})
+
+
+@dataclass
+class CellRanges:
+    """Per-cell min and max of a block of cells over the training period: what the min–max
+    scalers hold, fitted a band of cells at a time when all cells do not fit in memory.
+
+    Attributes:
+        dyn_min, dyn_max: (n, n_dyn) float32, dynamic inputs in store units.
+        target_min, target_max: (n,) float32, swvl1 in m3 m-3.
+    """
+
+    dyn_min: np.ndarray
+    dyn_max: np.ndarray
+    target_min: np.ndarray
+    target_max: np.ndarray
+
+    @property
+    def n_cells(self) -> int:
+        return int(self.dyn_min.shape[0])
+
+    @classmethod
+    def fit(cls, dynamic: np.ndarray, target: np.ndarray) -> "CellRanges":
+        """NaN-aware ranges, as ``Scalers.fit``, of dynamic (n, ntime, n_dyn) and target
+        (n, ntime)."""
+        dynamic, target = np.asarray(dynamic), np.asarray(target)
+        if dynamic.ndim != 3 or target.shape != dynamic.shape[:2]:
+            raise ValueError(f"CellRanges.fit expects dynamic (n, ntime, n_dyn) and target "
+                             f"(n, ntime); got {dynamic.shape}, {target.shape}")
+        return cls(*_nan_min_max(dynamic, axis=1), *_nan_min_max(target, axis=1))
+
+    @classmethod
+    def concat(cls, parts: list["CellRanges"]) -> "CellRanges":
+        """The ranges of consecutive blocks of cells, in order."""
+        if not parts:
+            raise ValueError("CellRanges.concat needs at least one block")
+        return cls(*(np.concatenate([getattr(p, f.name) for p in parts])
+                     for f in fields(cls)))
 
 
 def _nan_min_max(a: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:

@@ -12,6 +12,7 @@ t−1+k, i.e. ``leads=(1,)`` is the paper's next-day forecast.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Sequence
 
 import numpy as np
@@ -149,17 +150,24 @@ class SoilMoistureModel:
         return torch.nan_to_num(torch.cat([x_dyn, x_stat], dim=-1), nan=0.0)
 
     def predict(self, dyn: np.ndarray, statics: np.ndarray, cells: np.ndarray,
-                batch_size: int = 65536, device: torch.device | str | None = None
-                ) -> np.ndarray:
+                batch_size: int = 65536, device: torch.device | str | None = None,
+                precision: str = "fp32") -> np.ndarray:
         """Soil moisture forecasts in m3 m-3.
 
         Args: as ``build_features``; ``batch_size`` samples per forward pass; ``device``
-            defaults to CUDA when available, else CPU (the network is moved there).
+            defaults to CUDA when available, else CPU (the network is moved there);
+            ``precision``: the network's arithmetic — ``fp32`` (exact), ``bf16`` (CPU or
+            CUDA) or ``fp16`` (CUDA only), by ``torch.autocast``; features and the unscaling
+            stay float32.
 
         Returns:
             (n, n_leads) float32 swvl1 in m3 m-3 (unscaled), column j for ``leads[j]``.
+
+        Raises:
+            ConfigError: an unknown precision, or fp16 on a device other than CUDA.
         """
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        autocast = autocast_context(precision, device)
         self.network.to(device)
         was_training = self.network.training
         self.network.eval()
@@ -170,7 +178,9 @@ class SoilMoistureModel:
                 for lo in range(0, len(cells), batch_size):
                     sl = slice(lo, lo + batch_size)
                     x = self.build_features(dyn[sl], statics[sl], cells[sl], device)
-                    y = self.scalers.unscale_target(self.network(x), cells[sl])
+                    with autocast:
+                        y = self.network(x)
+                    y = self.scalers.unscale_target(y.float(), cells[sl])
                     out[sl] = y.cpu().numpy()
         finally:
             self.network.train(was_training)
@@ -184,6 +194,25 @@ class SoilMoistureModel:
                 f"{self.seq_len} days → leads {','.join(map(str, self.leads))} d; LSTM "
                 f"{self.num_layers}x{self.hidden_size}, dropout {self.dropout:g}; "
                 f"{self.n_cells} land cells on a {self.grid.describe()}")
+
+
+#: forward-pass precisions of ``SoilMoistureModel.predict`` (torch.autocast dtypes; None: off)
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16,
+                                             "fp16": torch.float16}
+
+
+def autocast_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """The autocast context of a precision on a device (a no-op context for fp32)."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; use one of "
+                          f"{', '.join(PRECISIONS)}")
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError(f"forecast.precision=fp16 needs a CUDA device, this run uses "
+                          f"{device.type}; use bf16 (CPU or CUDA) or fp32")
+    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def _tensor(a: np.ndarray | torch.Tensor, device: torch.device | str | None) -> torch.Tensor:

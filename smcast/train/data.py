@@ -92,6 +92,37 @@ def load_truth(store: DailyStore, first: date, last: date, snow_sign: str = "pap
     return _truth(cube, snow_sign)
 
 
+def load_inputs_target(store: DailyStore, first: date, last: date, dynamic: list[str],
+                       cells: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Dynamic inputs (n, T, n_dyn) in store units and observed swvl1 (n, T) in m3 m-3 of land
+    cells ``cells`` (ascending land-cell numbers; default all) for days first…last: what the
+    min–max scalers are fitted on, without statics and directions (n x T x (n_dyn + 1) x 4
+    bytes, plus one read block)."""
+    _, cube, _ = _reader(store, first, last, (*dynamic, "swvl1"), cells)
+    return np.stack([cube(v) for v in dynamic], axis=-1), cube("swvl1")
+
+
+def load_statics(store: DailyStore, statics: list[str],
+                 cells: np.ndarray | None = None) -> np.ndarray:
+    """Static fields (n, n_static) float32 in store units of land cells ``cells`` (default all),
+    the same values as ``load_cells(...).statics``."""
+    group = zarr.open_group(str(store.path), mode="r")
+    missing = [v for v in statics if v not in group.array_keys()]
+    if missing:
+        raise InputDataError(f"the store {store.path} lacks {', '.join(missing)}; models need "
+                             "them (statics come from the demo source or a static file)")
+    land = store.land_mask.ravel().nonzero()[0]
+    flat = land if cells is None else land[np.asarray(cells, np.int64)]
+    if not statics:
+        return np.zeros((len(flat), 0), np.float32)
+    return np.stack([group[v][:].ravel()[flat].astype(np.float32) for v in statics], axis=-1)
+
+
+def land_cell_count(store: DailyStore) -> int:
+    """The number of land cells of the store (cells are numbered 0 … count − 1)."""
+    return int(store.land_mask.sum())
+
+
 #: upper bound of one read from the store (bytes of float32 values), whatever the grid
 READ_BLOCK_BYTES = 256 * 2**20
 

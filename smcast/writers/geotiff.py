@@ -113,7 +113,7 @@ def write_cog(da: xr.DataArray, path: Path, kind: Kind, tags: dict[str, str],
         raise ValueError(f"longitudes must lie in -180…180 (cell edges {west}…{east}); "
                          "normalise the longitude before writing a GeoTIFF")
 
-    layer = da.transpose(lat_name, lon_name).sortby(lat_name, ascending=False).sortby(lon_name)
+    layer = north_up(da, lat_name, lon_name)
     values = np.asarray(layer.values)
     band_tags: dict[str, str]
     if kind == "soil_moisture":
@@ -172,6 +172,22 @@ def validate_cog(path: Path) -> list[str]:
     if not valid and not problems:
         problems = [f"{path} is not a valid Cloud-Optimized GeoTIFF"]
     return problems
+
+
+def north_up(da: xr.DataArray, lat_name: str, lon_name: str) -> xr.DataArray:
+    """``da`` as (lat, lon) with latitude descending and longitude ascending; a monotonic axis
+    is flipped by a view (no copy of a 3600 x 1800 layer), any other order is sorted."""
+    layer = da.transpose(lat_name, lon_name)
+    for name, descending in ((lat_name, True), (lon_name, False)):
+        c = layer[name].values
+        step = np.diff(c)
+        if c.size < 2 or np.all(step < 0 if descending else step > 0):
+            continue
+        if np.all(step > 0 if descending else step < 0):
+            layer = layer.isel({name: slice(None, None, -1)})
+        else:
+            layer = layer.sortby(name, ascending=not descending)
+    return layer
 
 
 def _spatial_dims(da: xr.DataArray) -> tuple[str, str]:

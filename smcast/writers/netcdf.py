@@ -53,7 +53,7 @@ FLAG_FILL = np.uint8(255)
 #: flag meanings, in the order of their values 0, 1, 2, 3
 CONSISTENCY_MEANINGS = ("consistent", "inconsistent", "no_water_balance_signal")
 VERIFICATION_MEANINGS = CONSISTENCY_MEANINGS + ("not_yet_verifiable",)
-#: largest chunk edge along lat and lon (a float32 chunk stays ≤ 4 MiB)
+#: largest chunk edge along lat and lon (a float32 chunk stays ≤ 4 MiB; see ``_chunks``)
 MAX_CHUNK_EDGE = 1024
 COMPRESSION = {"zlib": True, "complevel": 4, "shuffle": True}
 
@@ -339,7 +339,7 @@ def _forecast_coords(ds: xr.Dataset, days: np.ndarray) -> dict[str, Any]:
 
 def _swvl1(ds: xr.Dataset) -> tuple:
     var = lookup("swvl1")
-    return (("time", "lat", "lon"), ds["swvl1"].values.astype(np.float32), {
+    return (("time", "lat", "lon"), ds["swvl1"].values.astype(np.float32, copy=False), {
         "standard_name": var.standard_name, "long_name": f"{var.long_name}, forecast",
         "units": var.units, "valid_min": np.float32(0.0), "valid_max": np.float32(1.0),
         "grid_mapping": "crs", "cell_methods": "time: mean area: mean where land",
@@ -349,7 +349,7 @@ def _swvl1(ds: xr.Dataset) -> tuple:
 
 def _consistency_rate(ds: xr.Dataset) -> tuple:
     days = int(ds.attrs["consistency_days"])
-    return (("lat", "lon"), ds["consistency_rate"].values.astype(np.float32), {
+    return (("lat", "lon"), ds["consistency_rate"].values.astype(np.float32, copy=False), {
         "standard_name": "quality_flag",
         "long_name": (f"share of the {days} most recent verifiable days on which the model's "
                       "predicted soil-moisture change agreed with the water balance "
@@ -362,7 +362,7 @@ def _flag(ds: xr.Dataset, name: str, meanings: tuple[str, ...], long_name: str) 
     n = len(meanings)
     dims = ds[name].dims
     coords = {"coordinates": _TIME_COORDS} if "time" in dims else {}
-    return (dims, ds[name].values.astype(np.uint8), {
+    return (dims, ds[name].values.astype(np.uint8, copy=False), {
         **coords, "standard_name": "status_flag", "long_name": long_name,
         "flag_values": np.arange(n, dtype=np.uint8), "flag_meanings": " ".join(meanings),
         "valid_range": np.array([0, n - 1], dtype=np.uint8), "grid_mapping": "crs",
@@ -395,7 +395,15 @@ def encoding(out: xr.Dataset) -> dict[str, dict[str, Any]]:
 
 
 def _chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """One time step per chunk, lat/lon capped at ``MAX_CHUNK_EDGE``: (1, nlat, nlon) or
-    (nlat, nlon) for a grid of up to 1024 × 1024 cells."""
+    """One time step per chunk, lat/lon split into equal parts of at most ``MAX_CHUNK_EDGE``:
+    (1, nlat, nlon) or (nlat, nlon) for a grid of up to 1024 × 1024 cells; the global 0.1°
+    grid (1800 × 3600) gets 900 × 900 chunks (3.1 MiB of float32), not 1024 × 1024 ones with
+    thin remainders."""
     *lead, nlat, nlon = shape
-    return (*(1 for _ in lead), min(nlat, MAX_CHUNK_EDGE), min(nlon, MAX_CHUNK_EDGE))
+    return (*(1 for _ in lead), _edge(nlat), _edge(nlon))
+
+
+def _edge(n: int) -> int:
+    """Chunk edge of an axis of n cells: n split into the fewest equal parts ≤ MAX_CHUNK_EDGE."""
+    parts = -(-n // MAX_CHUNK_EDGE)
+    return -(-n // parts)

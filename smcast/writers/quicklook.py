@@ -17,12 +17,18 @@ import numpy as np
 import xarray as xr
 
 from smcast.writers.atomic import atomic_path
-from smcast.writers.geotiff import FLAG_NODATA, _grid, _spatial_dims, style_path
+from smcast.writers.geotiff import FLAG_NODATA, _grid, _spatial_dims, north_up, style_path
 
 #: sea (no data) in quicklooks: a light neutral blue-grey, distinct from every ramp/flag colour
 SEA_COLOUR = "#e6ecf2"
 #: colour-bar label
 SM_UNITS_LABEL = "m³ m⁻³"
+#: largest grid edge drawn as it is: a finer layer (e.g. global 0.1°, 3600 × 1800) is first
+#: reduced by whole f × f blocks (soil moisture: mean of the land cells; flags: the majority
+#: land class) to at most this many cells per edge. A map panel is about 500 px wide, so nothing
+#: visible is lost, and the global 0.5° (720 × 360) and 0.25° grids of up to 1024 cells per
+#: edge are drawn cell for cell as before.
+QUICKLOOK_MAX_EDGE = 1024
 
 
 @dataclass(frozen=True)
@@ -69,7 +75,8 @@ def quicklook(sm: xr.DataArray, path: Path, title: str,
 
     path = Path(path)
     values, extent = _north_up(sm)
-    values = values.astype(np.float64)
+    factor = display_factor(values.shape)
+    values, shown = coarsen_mean(values, factor), _padded_extent(extent, values.shape, factor)
     vmin, vmax, stops = sm_colour_stops()
     cmap = LinearSegmentedColormap.from_list(
         "smcast_soil_moisture", [((v - vmin) / (vmax - vmin), c) for v, c in stops]
@@ -87,8 +94,11 @@ def quicklook(sm: xr.DataArray, path: Path, title: str,
     fig.suptitle(title)
 
     ax = fig.add_subplot(1, panels, 1)
-    im = ax.imshow(np.ma.masked_invalid(values), extent=extent, origin="upper", cmap=cmap,
+    im = ax.imshow(np.ma.masked_invalid(values), extent=shown, origin="upper", cmap=cmap,
                    norm=Normalize(vmin, vmax), interpolation="nearest", aspect=aspect)
+    if factor > 1:  # the padding of the last block row/column stays outside the map
+        ax.set_xlim(west, east)
+        ax.set_ylim(south, north)
     _axes_labels(ax)
     ax.set_title("Soil moisture")
     fig.colorbar(im, ax=ax, extend="max", label=SM_UNITS_LABEL, shrink=0.9)
@@ -96,6 +106,9 @@ def quicklook(sm: xr.DataArray, path: Path, title: str,
     if flags is not None:
         fvalues, fextent = _north_up(flags)
         present = set(np.unique(fvalues).tolist())
+        f_factor = display_factor(fvalues.shape)
+        fextent = _padded_extent(fextent, fvalues.shape, f_factor)
+        fvalues = coarsen_flags(fvalues, f_factor)
         classes = [c for c in flag_classes("verification_flag")
                    if c.value <= 2 or c.value in present]
         index = np.full(fvalues.shape, -1, dtype=np.int16)
@@ -123,8 +136,62 @@ def _north_up(da: xr.DataArray) -> tuple[np.ndarray, tuple[float, float, float, 
     """Values with latitude descending, longitude ascending, and (west, east, south, north)."""
     lat_name, lon_name = _spatial_dims(da)
     _, _, (west, east, south, north) = _grid(da, lat_name, lon_name)
-    layer = da.transpose(lat_name, lon_name).sortby(lat_name, ascending=False).sortby(lon_name)
-    return np.asarray(layer.values), (west, east, south, north)
+    return np.asarray(north_up(da, lat_name, lon_name).values), (west, east, south, north)
+
+
+def display_factor(shape: tuple[int, ...]) -> int:
+    """Block edge f by which a (ny, nx) layer is reduced for display (1: drawn as it is)."""
+    return max(1, -(-max(shape) // QUICKLOOK_MAX_EDGE))
+
+
+def _blocks(values: np.ndarray, factor: int, fill: float | int) -> np.ndarray:
+    """(ny, nx) → (ceil(ny/f), f, ceil(nx/f), f) blocks, the last ones padded with ``fill``."""
+    ny, nx = values.shape
+    my, mx = -(-ny // factor), -(-nx // factor)
+    padded = np.full((my * factor, mx * factor), fill, values.dtype)
+    padded[:ny, :nx] = values
+    return padded.reshape(my, factor, mx, factor)
+
+
+def coarsen_mean(values: np.ndarray, factor: int) -> np.ndarray:
+    """float64 mean of the finite cells of each f × f block (NaN where there is none), shape
+    (ceil(ny/f), ceil(nx/f)); with f = 1 the values as float64."""
+    if factor == 1:
+        return values.astype(np.float64)
+    blocks = _blocks(values.astype(np.float32, copy=False), factor, np.nan)
+    ok = np.isfinite(blocks)
+    total = np.where(ok, blocks, 0).sum(axis=(1, 3), dtype=np.float64)
+    count = ok.sum(axis=(1, 3))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / count, np.nan)
+
+
+def coarsen_flags(values: np.ndarray, factor: int) -> np.ndarray:
+    """uint8 flags: the most frequent non-sea value of each f × f block (the lower value on a
+    tie), sea (``FLAG_NODATA``) where the block has no land; f = 1 returns ``values``."""
+    if factor == 1:
+        return values
+    blocks = _blocks(values, factor, FLAG_NODATA)
+    classes = sorted(set(np.unique(values).tolist()) - {FLAG_NODATA})
+    if not classes:
+        return np.full(blocks.shape[::2], FLAG_NODATA, np.uint8)
+    counts = np.stack([(blocks == c).sum(axis=(1, 3)) for c in classes])
+    out = np.asarray(classes, np.uint8)[counts.argmax(axis=0)]
+    out[counts.sum(axis=0) == 0] = FLAG_NODATA
+    return out
+
+
+def _padded_extent(extent: tuple[float, float, float, float], shape: tuple[int, ...],
+                   factor: int) -> tuple[float, float, float, float]:
+    """(west, east, south, north) of the reduced grid: the padding of the last blocks extends
+    it east and south (``extent`` itself for f = 1)."""
+    if factor == 1:
+        return extent
+    west, east, south, north = extent
+    ny, nx = shape
+    rx, ry = (east - west) / nx, (north - south) / ny
+    return (west, west + -(-nx // factor) * factor * rx,
+            north - -(-ny // factor) * factor * ry, north)
 
 
 def _axes_labels(ax) -> None:
@@ -133,5 +200,5 @@ def _axes_labels(ax) -> None:
     ax.grid(color="0.5", linewidth=0.3, alpha=0.5)
 
 
-__all__ = ["FLAG_NODATA", "FlagClass", "SEA_COLOUR", "flag_classes", "quicklook",
-           "sm_colour_stops"]
+__all__ = ["FLAG_NODATA", "FlagClass", "QUICKLOOK_MAX_EDGE", "SEA_COLOUR", "coarsen_flags",
+           "coarsen_mean", "display_factor", "flag_classes", "quicklook", "sm_colour_stops"]

@@ -8,7 +8,8 @@ import pytest
 import xarray as xr
 
 from smcast.errors import InputDataError
-from smcast.ingest.daily import Piece, daily_value, specific_humidity, to_daily, unit_factor
+from smcast.ingest.daily import (Piece, daily_value, needed_times, specific_humidity, to_daily,
+                                 unit_factor)
 from smcast.variables import SOURCE_VARIABLES, VARIABLES
 
 
@@ -109,3 +110,38 @@ def test_point_with_data_in_some_hours_only_is_damaged():
     series[5] = np.nan
     with pytest.raises(InputDataError, match="data in some hours but not others"):
         daily_value(piece(series, units="K"), "t2m", date(2024, 3, 5))
+
+
+def grid_piece(units: str, seed: int = 0, nlat: int = 11, nlon: int = 7) -> Piece:
+    """25 hourly (lat, lon) float32 fields from 2024-03-05 00 UTC, a NaN 'sea' corner."""
+    rng = np.random.default_rng(seed)
+    values = (280.0 + 10.0 * rng.standard_normal((25, nlat, nlon))).astype(np.float32)
+    values[:, :3, :2] = np.nan
+    times = pd.date_range("2024-03-05 00:00", periods=25, freq="h")
+    data = xr.DataArray(values, dims=("time", "lat", "lon"),
+                        coords={"time": times, "lat": np.arange(nlat) * 0.1,
+                                "lon": np.arange(nlon) * 0.1}, attrs={"units": units})
+    return Piece(data, "hourly", ["grid.nc"])
+
+
+@pytest.mark.parametrize("name, units", [("t2m", "K"), ("ssrd", "J m**-2"), ("tp", "m")])
+@pytest.mark.parametrize("rows", [1, 3, 4, 11, 256])
+def test_row_blocks_give_the_whole_array_result_bit_for_bit(name, units, rows):
+    day = date(2024, 3, 5)
+    p = grid_piece(units)
+    # the whole-array computation (before row blocks): every needed hour at once
+    positions = np.searchsorted(p.data["time"].values, needed_times(name, day, "hourly"))
+    values = np.asarray(p.data.values)[positions].astype(np.float64)
+    whole = (values[0] if len(positions) == 1 else values.mean(axis=0)) * unit_factor(
+        name, units)
+    got = daily_value(p, name, day, rows=rows)
+    assert got.dtype == np.float64 and got.shape == (11, 7)
+    np.testing.assert_array_equal(got, whole)
+
+
+def test_row_blocks_count_damaged_points_over_all_blocks():
+    p = grid_piece("K")
+    p.data.values[5, 0, 4] = np.nan  # block 0 (rows 0…3)
+    p.data.values[7, 9, 6] = np.nan  # block 2 (rows 8…10)
+    with pytest.raises(InputDataError, match="t2m on 2024-03-05: 2 point"):
+        daily_value(p, "t2m", date(2024, 3, 5), rows=4)

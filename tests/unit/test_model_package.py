@@ -204,3 +204,19 @@ def test_unavailable_leads_refused(tmp_path):
     store = make_store(tmp_path / "s.zarr")
     with pytest.raises(ModelError, match=r"leads \[3\] requested.*\[1\]"):
         check_compatible(tiny_model(), store, leads=[1, 3])
+
+
+def test_safetensors_header_length_starting_with_0x80_accepted(tmp_path):
+    """A header of 1152 (0x480) bytes begins with byte 0x80, like a pickle: the framing decides
+    (a global 0.1° package hit this)."""
+    from smcast.model.package import _check_safetensors
+
+    header = json.dumps({"__metadata__": {"pad": ""}})
+    header += " " * (0x480 - len(header))
+    path = tmp_path / "weights.safetensors"
+    path.write_bytes((0x480).to_bytes(8, "little") + header.encode())
+    assert path.read_bytes()[:1] == b"\x80"
+    _check_safetensors(path)  # no error
+    path.write_bytes((0x480).to_bytes(8, "little") + b"[" + header[1:].encode())
+    with pytest.raises(ModelError, match="not a safetensors file .*pickle"):
+        _check_safetensors(path)

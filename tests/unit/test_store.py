@@ -82,3 +82,60 @@ def test_interrupted_append_is_repaired(store):
     ds = xr.open_zarr(store.path)
     assert ds.sizes["time"] == 2 and ds["tp"].shape[0] == 2
     assert store.complete_days() == [date(2024, 1, 1), date(2024, 1, 2)]
+
+
+def test_day_chunks_are_row_bands_of_at_most_4_mib():
+    from smcast.store import day_chunks
+
+    assert day_chunks(360, 720) == (1, 360, 720)  # global 0.5°: one chunk per day, as before
+    assert day_chunks(720, 1440) == (1, 720, 1440)  # global 0.25°: 4.0 MB, still one
+    assert day_chunks(1800, 3600) == (1, 258, 3600)  # global 0.1°: 7 bands of 3.7 MB
+    assert 258 * 3600 * 4 <= 4 * 2**20 and 7 * 258 >= 1800
+    assert day_chunks(5, 10, chunk_bytes=8) == (1, 1, 10)  # a row is the smallest band
+
+
+BIG = Grid(0.5, 40.0, 45.0, 10.0, 12.0)  # 10 x 4 cells
+
+
+def big_fields(value: float) -> dict[str, np.ndarray]:
+    v = value + np.arange(40, dtype=np.float32).reshape(BIG.shape)
+    return {n: v for n in VARIABLES}
+
+
+def make_big(path, monkeypatch, chunk_bytes: int) -> DailyStore:
+    import smcast.store as store_module
+
+    monkeypatch.setattr(store_module, "CHUNK_BYTES", chunk_bytes)
+    mask = np.ones(BIG.shape, bool)
+    return DailyStore.create(path, BIG, mask.astype(float), mask, None, date(2024, 1, 1), "test")
+
+
+def check_days(store: DailyStore, values: dict[int, float]) -> None:
+    tp = xr.open_zarr(store.path)["tp"].values
+    for i, v in values.items():
+        want = np.full(BIG.shape, np.nan) if v is None else big_fields(v)["tp"]
+        np.testing.assert_array_equal(tp[i], want)
+
+
+@pytest.mark.parametrize("created, later", [(48, 48), (10**9, 48), (48, 10**9)],
+                         ids=["row-bands", "old-whole-grid-store", "row-band-store"])
+def test_appends_and_replacements_follow_the_stores_own_chunks(tmp_path, monkeypatch, created,
+                                                               later):
+    """A store written in row bands (here 3 rows of 4 cells) and one made before row bands
+    (one chunk per day) both take appends, gaps and replacements; each keeps its chunks."""
+    import smcast.store as store_module
+    import zarr
+
+    store = make_big(tmp_path / "s.zarr", monkeypatch, created)
+    chunks = zarr.open_group(str(store.path))["tp"].chunks
+    assert chunks == ((1, 3, 4) if created == 48 else (1, 10, 4))
+    monkeypatch.setattr(store_module, "CHUNK_BYTES", later)
+    d = [date(2024, 1, 1) + timedelta(days=i) for i in range(4)]
+    with store_lock(store.path):
+        store.write_days(d[:2], [big_fields(1.0), big_fields(2.0)])
+        store.write_days([d[3]], [big_fields(4.0)])
+        store.write_days([d[1]], [big_fields(20.0)])
+    check_days(store, {0: 1.0, 1: 20.0, 2: None, 3: 4.0})
+    assert store.complete_days() == [d[0], d[1], d[3]]
+    group = zarr.open_group(str(store.path))
+    assert all(group[n].chunks == chunks for n in VARIABLES)

@@ -283,6 +283,26 @@ def test_quicklook_png(tmp_path, europe):
     assert sorted(p.name for p in (tmp_path / "ql").iterdir()) == ["sm.png"]
 
 
+def test_quicklook_reduces_a_fine_grid_by_blocks_for_display(tmp_path):
+    from smcast.writers.quicklook import coarsen_flags, coarsen_mean, display_factor
+
+    assert display_factor((360, 720)) == 1 and display_factor((720, 1024)) == 1
+    assert display_factor((1800, 3600)) == 4 and display_factor((1025, 10)) == 2
+    v = np.array([[0.1, np.nan, 0.3], [0.3, np.nan, np.nan], [np.nan, np.nan, 0.2]], np.float32)
+    np.testing.assert_allclose(coarsen_mean(v, 2), [[0.2, 0.3], [np.nan, 0.2]], rtol=1e-6)
+    f = np.array([[0, 1, 255], [1, 1, 255], [255, 255, 3]], np.uint8)
+    np.testing.assert_array_equal(coarsen_flags(f, 2), [[1, 255], [255, 3]])
+    np.testing.assert_array_equal(coarsen_flags(np.array([[0, 1], [255, 255]], np.uint8), 2),
+                                  [[0]])  # a tie takes the lower value
+    # a global 0.1° layer (3600 x 1800) draws like a 0.5° one, with the flag panel
+    lat, lon = _grid(-90, 90, -180, 180, res=0.1)
+    lat, lon = np.round(lat, 2), np.round(lon, 2)
+    sea = (np.sin(np.radians(2 * lon))[None, :] + np.cos(np.radians(3 * lat))[:, None]) < -0.3
+    out = quicklook(_sm(lat, lon, sea), tmp_path / "fine.png", "global 0.1°",
+                    _flags(lat, lon, sea, [0, 1]))
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def _fail_midway(monkeypatch):
     """Make ``rio.to_raster`` write part of a file, then fail."""
     import rioxarray.raster_array

@@ -243,3 +243,10 @@ def test_failed_write_leaves_no_file_and_keeps_old(monkeypatch, tmp_path: Path,
         write_netcdf(forecast.isel(time=[0]), target)
     assert list(tmp_path.iterdir()) == [target]
     assert target.read_bytes() == good
+
+
+def test_chunks_of_large_grids_are_equal_parts_of_at_most_1024_cells():
+    assert netcdf._chunks((6, 1800, 3600)) == (1, 900, 900)  # global 0.1°: 3.1 MiB chunks
+    assert netcdf._chunks((6, 360, 720)) == (1, 360, 720)  # global 0.5°: one chunk per day
+    assert netcdf._chunks((720, 1440)) == (720, 720)
+    assert netcdf._chunks((1, 1025, 3)) == (1, 513, 3)

@@ -123,8 +123,7 @@ def daily_value(piece: Piece, name: str, day: date, rows: int = ROW_BLOCK) -> np
     value = np.empty((nlat, piece.data.sizes["lon"]), dtype=np.float64)
     partial = 0
     for start in range(0, nlat, rows):
-        block = piece.data.isel(time=positions, lat=slice(start, start + rows))
-        values = np.asarray(block.values).astype(np.float64)
+        values = _read_block(piece, name, positions, slice(start, start + rows))
         partial += _partial_points(values)
         value[start:start + rows] = values[0] if values.shape[0] == 1 else values.mean(axis=0)
     if partial:
@@ -133,6 +132,16 @@ def daily_value(piece: Piece, name: str, day: date, rows: int = ROW_BLOCK) -> np
             f"not others (files: {', '.join(piece.origin)}); the file is damaged or "
             "mixes grids: download it again")
     return value * unit_factor(name, piece.data.attrs.get("units"), piece.origin)
+
+
+def _read_block(piece: Piece, name: str, positions: np.ndarray, rows: slice) -> np.ndarray:
+    """(hours, rows, lon) float64 of ``piece``; a failing read names the files."""
+    try:
+        block = piece.data.isel(time=positions, lat=rows).values
+    except Exception as exc:  # netCDF4/HDF5 raise OSError, RuntimeError, ValueError
+        raise InputDataError(f"{', '.join(piece.origin)}: reading {name} failed ({exc}); the "
+                             "file is corrupt or truncated: download it again") from None
+    return np.asarray(block).astype(np.float64)
 
 
 def _partial_points(values: np.ndarray) -> int:

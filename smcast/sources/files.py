@@ -191,15 +191,13 @@ class FileIndex:
         return out
 
     def _load(self, path: Path, name: str, positions: np.ndarray) -> xr.DataArray:
-        """Read the given time positions (a contiguous run is read as one hyperslab)."""
+        """The given time positions, lazily: ``daily_value`` reads them a block of rows at a
+        time, so a worker never holds a whole day of a global 0.1° variable (a contiguous run
+        is one hyperslab; a file closed by the LRU is reopened by xarray on access)."""
         ds = self._dataset(path)
         lo, hi = int(positions[0]), int(positions[-1]) + 1
         index = slice(lo, hi) if hi - lo == positions.size else positions
-        try:
-            return ds[name].isel(time=index).load()
-        except Exception as exc:
-            raise InputDataError(f"{path}: reading {name} failed ({exc}); the file is corrupt or "
-                                 "truncated: download it again") from None
+        return ds[name].isel(time=index)
 
     def _dataset(self, path: Path) -> xr.Dataset:
         if path in self._open:

@@ -140,3 +140,44 @@ def test_second_run_while_one_holds_the_lock_exits_busy(setup):
     with run_lock((cfg.data_dir / "forecasts").resolve()):
         busy = run(sets, "forecast", "--date", str(ISSUE), "--force")
     assert busy.exit_code == 75 and "already running" in busy.stderr
+
+
+def test_recent_day_predictions_cached_per_window(setup, tmp_path, monkeypatch):
+    """The consistency layer re-runs lead 1 on the recent days: a second run predicts nothing,
+    a window moved by one day predicts one new day, and cached results equal fresh ones."""
+    from smcast.forecast import recent_consistency
+    from smcast.model.package import load_package
+    from smcast.model.registry import current_name, model_path
+    from smcast.model.wrapper import SoilMoistureModel
+    from smcast.train.data import load_cells
+
+    cfg, _ = setup
+    store = DailyStore(cfg.store_path)
+    model = load_package(model_path(cfg, current_name(cfg)))
+    last = date(2021, 3, 20)
+    days = model.seq_len + cfg.forecast.consistency_days
+
+    def window(end: date):
+        return load_cells(store, end - timedelta(days=days - 1), end, list(model.dynamic_inputs),
+                          list(model.static_inputs), model.variant.deep)
+
+    calls = []
+    predict = SoilMoistureModel.predict
+    monkeypatch.setattr(SoilMoistureModel, "predict",
+                        lambda self, *a, **k: calls.append(1) or predict(self, *a, **k))
+    cache = tmp_path / "cache"
+    fresh = recent_consistency(model, window(last), 4096)
+    assert len(calls) == cfg.forecast.consistency_days
+    calls.clear()
+    first = recent_consistency(model, window(last), 4096, cache)
+    again = recent_consistency(model, window(last), 4096, cache)
+    assert len(calls) == cfg.forecast.consistency_days  # all in the first cached run, none after
+    np.testing.assert_array_equal(first, fresh)
+    np.testing.assert_array_equal(again, fresh)
+    calls.clear()
+    recent_consistency(model, window(last - timedelta(days=1)), 4096, cache)
+    assert len(calls) == 1  # one window older: only its first day is new
+    calls.clear()
+    half = window(last).subset(np.arange(0, store.land_cells // 2))
+    recent_consistency(model, half, 4096, cache)  # other cells, other keys
+    assert len(calls) == cfg.forecast.consistency_days

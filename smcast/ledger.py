@@ -140,8 +140,7 @@ class Ledger:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self._connect() as db:
-                db.executescript(SCHEMA)
+            self._create()
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"cannot open the operations database {self.path}: {exc}; set "
                               "operations.database to a writable file") from None
@@ -151,10 +150,25 @@ class Ledger:
         """The ledger of a :class:`smcast.config.Config`."""
         return cls(cfg.database_path)
 
+    def _create(self, wait_s: float = 60.0) -> None:
+        """Tables and WAL mode (kept by the file). Two processes starting at once on a new file
+        can get "database is locked" from the journal-mode switch at once, without SQLite's busy
+        wait: that is retried for ``wait_s``."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                with closing(sqlite3.connect(self.path, timeout=wait_s)) as db:
+                    db.execute("PRAGMA journal_mode=WAL")
+                    db.executescript(SCHEMA)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         with closing(sqlite3.connect(self.path, timeout=60)) as db:
-            db.execute("PRAGMA journal_mode=WAL")
             db.row_factory = sqlite3.Row
             with db:  # one transaction, committed on success, rolled back on error
                 yield db

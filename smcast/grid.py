@@ -141,12 +141,13 @@ def normalise_coords(ds: xr.Dataset) -> xr.Dataset:
         ds = ds.assign_coords(lon=((lon + 180.0) % 360.0) - 180.0)
     for dim in ("lon", "lat", "time"):
         if dim in ds.dims:
-            ds = _ascending(ds, dim)
+            ds = ascending(ds, dim)
     return ds
 
 
-def _ascending(ds: xr.Dataset, dim: str) -> xr.Dataset:
-    """Sort along ``dim``; a reversed axis is flipped by a slice (cheap, lazy), not an index."""
+def ascending(ds: xr.Dataset | xr.DataArray, dim: str) -> xr.Dataset | xr.DataArray:
+    """Sort along ``dim``; a reversed axis is flipped by a slice (cheap, lazy, a view), not an
+    index."""
     values = ds[dim].values
     if values.size < 2 or np.all(values[1:] > values[:-1]):
         return ds

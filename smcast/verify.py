@@ -105,7 +105,7 @@ def verifiable(valid: date, last_forcing: date, complete: set[date]) -> bool:
 
 
 def verify_forecast(entry: ForecastEntry, days: list[date], store: DailyStore,
-                    ledger: Ledger, band_cells: int = 131072) -> list[Path]:
+                    ledger: Ledger, band_cells: int) -> list[Path]:
     """Flags and skill of ``days`` of one forecast; returns the files rewritten."""
     products = entry.doc.get("products")
     if not products:

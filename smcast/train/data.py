@@ -71,11 +71,10 @@ def load_cells(store: DailyStore, first: date, last: date, dynamic: list[str],
     that of the result (n x T x (n_dyn + 8) x 4 bytes) plus one read block of at most
     ``READ_BLOCK_BYTES``, whatever the grid: a 0.1° store is read a band of rows at a time.
     """
-    group, cube, cells = _reader(store, first, last, (*dynamic, *statics, *TRUTH_VARS), cells)
-    flat = store.land_mask.ravel().nonzero()[0][cells]
+    group, cube, cells, flat = _reader(store, first, last, (*dynamic, *statics, *TRUTH_VARS),
+                                       cells)
     dyn = np.stack([cube(v) for v in dynamic], axis=-1)
-    stat = np.stack([group[v][:].ravel()[flat].astype(np.float32) for v in statics], axis=-1) \
-        if statics else np.zeros((len(cells), 0), np.float32)
+    stat = _statics(group, statics, flat)
     target, d_eval = _truth(cube, snow_sign)
     d = d_eval if deep else np.asarray(direction(water_input(
         cube("tp"), cube("e"), cube("ro"), cube("sd"), snow_sign=snow_sign), target)).astype(np.int8)
@@ -88,7 +87,7 @@ def load_truth(store: DailyStore, first: date, last: date, snow_sign: str = "pap
                cells: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Observed swvl1 (n, T) in m3 m-3 and the Eq. 11 direction D (n, T) int8 of land cells
     (default: all) for days first…last (what verification needs; D is 0 on the first two days)."""
-    _, cube, _ = _reader(store, first, last, TRUTH_VARS, cells)
+    _, cube, _, _ = _reader(store, first, last, TRUTH_VARS, cells)
     return _truth(cube, snow_sign)
 
 
@@ -98,7 +97,7 @@ def load_inputs_target(store: DailyStore, first: date, last: date, dynamic: list
     cells ``cells`` (ascending land-cell numbers; default all) for days first…last: what the
     min–max scalers are fitted on, without statics and directions (n x T x (n_dyn + 1) x 4
     bytes, plus one read block)."""
-    _, cube, _ = _reader(store, first, last, (*dynamic, "swvl1"), cells)
+    _, cube, _, _ = _reader(store, first, last, (*dynamic, "swvl1"), cells)
     return np.stack([cube(v) for v in dynamic], axis=-1), cube("swvl1")
 
 
@@ -107,20 +106,31 @@ def load_statics(store: DailyStore, statics: list[str],
     """Static fields (n, n_static) float32 in store units of land cells ``cells`` (default all),
     the same values as ``load_cells(...).statics``."""
     group = zarr.open_group(str(store.path), mode="r")
-    missing = [v for v in statics if v not in group.array_keys()]
-    if missing:
-        raise InputDataError(f"the store {store.path} lacks {', '.join(missing)}; models need "
-                             "them (statics come from the demo source or a static file)")
-    land = store.land_mask.ravel().nonzero()[0]
-    flat = land if cells is None else land[np.asarray(cells, np.int64)]
+    _require_variables(store, group, statics)
+    return _statics(group, statics, _land_cells(store, cells)[1])
+
+
+def _statics(group: zarr.Group, statics: list[str], flat: np.ndarray) -> np.ndarray:
+    """(n, n_static) float32 of the grid cells ``flat`` (flat C-order indices)."""
     if not statics:
         return np.zeros((len(flat), 0), np.float32)
     return np.stack([group[v][:].ravel()[flat].astype(np.float32) for v in statics], axis=-1)
 
 
-def land_cell_count(store: DailyStore) -> int:
-    """The number of land cells of the store (cells are numbered 0 … count − 1)."""
-    return int(store.land_mask.sum())
+def _land_cells(store: DailyStore, cells: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """``cells`` checked (ascending land-cell numbers; None: all) and their flat grid indices."""
+    land = store.land_mask.ravel().nonzero()[0]
+    cells = np.arange(len(land)) if cells is None else np.asarray(cells, np.int64)
+    if cells.size and (np.any(np.diff(cells) <= 0) or cells[0] < 0 or cells[-1] >= len(land)):
+        raise ValueError(f"cells must be ascending land-cell numbers in 0…{len(land) - 1}")
+    return cells, land[cells]
+
+
+def _require_variables(store: DailyStore, group: zarr.Group, names) -> None:
+    missing = [v for v in dict.fromkeys(names) if v not in group.array_keys()]
+    if missing:
+        raise InputDataError(f"the store {store.path} lacks {', '.join(missing)}; models need "
+                             "them (statics come from the demo source or a static file)")
 
 
 #: upper bound of one read from the store (bytes of float32 values), whatever the grid
@@ -130,22 +140,15 @@ READ_BLOCK_BYTES = 256 * 2**20
 def _reader(store: DailyStore, first: date, last: date, names: tuple[str, ...],
             cells: np.ndarray | None):
     """The store's Zarr group, a reader of (n, T) float32 land-cell cubes of days first…last,
-    and the cell numbers read, after checking that the days are complete and the variables
+    and the cell numbers read with their flat grid indices, after checking that the days are complete and the variables
     present. Reads cover only the rows holding the cells, ``READ_BLOCK_BYTES`` at a time."""
     _require_complete(store, first, last)
     group = zarr.open_group(str(store.path), mode="r")
     axis = store.days()
     i0, i1 = axis.index(first), axis.index(last) + 1
-    missing = [v for v in dict.fromkeys(names) if v not in group.array_keys()]
-    if missing:
-        raise InputDataError(f"the store {store.path} lacks {', '.join(missing)}; models need "
-                             "them (statics come from the demo source or a static file)")
-    land = store.land_mask.ravel().nonzero()[0]
-    cells = np.arange(len(land)) if cells is None else np.asarray(cells, np.int64)
-    if cells.size and (np.any(np.diff(cells) <= 0) or cells[0] < 0 or cells[-1] >= len(land)):
-        raise ValueError(f"cells must be ascending land-cell numbers in 0…{len(land) - 1}")
+    _require_variables(store, group, names)
+    cells, flat = _land_cells(store, cells)
     nlon = store.grid.shape[1]
-    flat = land[cells]
     r0, r1 = (int(flat[0] // nlon), int(flat[-1] // nlon) + 1) if cells.size else (0, 0)
     local = flat - r0 * nlon
     days_per_read = max(1, READ_BLOCK_BYTES // max(1, (r1 - r0) * nlon * 4))
@@ -157,7 +160,7 @@ def _reader(store: DailyStore, first: date, last: date, names: tuple[str, ...],
             out[:, t - i0:t - i0 + block.shape[0]] = block.reshape(block.shape[0], -1)[:, local].T
         return out
 
-    return group, cube, cells
+    return group, cube, cells, flat
 
 
 def _truth(cube, snow_sign: str) -> tuple[np.ndarray, np.ndarray]:

@@ -31,8 +31,7 @@ from smcast.model.scaling import CellRanges, Scalers
 from smcast.model.variants import get_variant
 from smcast.model.wrapper import SoilMoistureModel
 from smcast.store import DailyStore
-from smcast.train.data import (CellData, land_cell_count, load_cells, load_inputs_target,
-                               load_statics)
+from smcast.train.data import CellData, load_cells, load_inputs_target, load_statics
 from smcast.train.distributed import SINGLE, Dist, session
 from smcast.train.trainer import TrainResult, train
 
@@ -140,7 +139,7 @@ def fit_scalers(cfg: Config, store: DailyStore, fit: CellData, dist: Dist = SING
     """Scalers over every land cell for the days of ``fit`` (the training span): straight from
     ``fit`` when it holds every land cell (one process, no ``train.max_cells``), else read
     band by band from the store (:func:`fit_scalers_banded`)."""
-    if len(fit.cells) == land_cell_count(store):
+    if len(fit.cells) == store.land_cells:
         return Scalers.fit(fit.dynamic, fit.target, fit.statics)
     return fit_scalers_banded(store, fit.days[0], fit.days[-1], cfg.model.dynamic_inputs,
                               cfg.model.static_inputs, dist)
@@ -154,7 +153,7 @@ def fit_scalers_banded(store: DailyStore, first: date, last: date, dynamic: list
     default ``SCALER_BAND_BYTES`` of dynamic inputs and target per band), rank r fitting bands
     r, r + world, …, and gathered; the static means and deviations come from every land cell.
     The result is identical to ``Scalers.fit`` on all cells, on every rank."""
-    n_land, n_days = land_cell_count(store), (last - first).days + 1
+    n_land, n_days = store.land_cells, (last - first).days + 1
     band = band_cells or max(1, SCALER_BAND_BYTES // (n_days * (len(dynamic) + 1) * 4))
     bands = [np.arange(lo, min(lo + band, n_land)) for lo in range(0, n_land, band)]
     mine = [CellRanges.fit(*load_inputs_target(store, first, last, dynamic, cells))
@@ -197,10 +196,10 @@ def _retrain(cfg: Config, variant: str | None, start: date | None, end: date | N
     need = cfg.model.seq_len + max(cfg.model.leads)
     per = periods(store, tc, start, end, need)
     deep = get_variant(variant).deep
-    cells = training_cells(land_cell_count(store), tc.max_cells, tc.seed)
+    cells = training_cells(store.land_cells, tc.max_cells, tc.seed)
     share = dist.share(cells)
     log.info("training on %d of %d land cells, %d on this process", len(cells),
-             land_cell_count(store), len(share))
+             store.land_cells, len(share))
     data = load_cells(store, per.train[0], per.test[1], cfg.model.dynamic_inputs,
                       cfg.model.static_inputs, deep, cfg.model.snow_sign, cells=share)
     fit_span = data.span(per.train[0], per.validation[0] - timedelta(days=1))

@@ -48,6 +48,7 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 from affine import Affine
 
+from smcast.grid import ascending
 from smcast.templates import templates_dir
 from smcast.writers.atomic import atomic_path
 
@@ -177,17 +178,8 @@ def validate_cog(path: Path) -> list[str]:
 def north_up(da: xr.DataArray, lat_name: str, lon_name: str) -> xr.DataArray:
     """``da`` as (lat, lon) with latitude descending and longitude ascending; a monotonic axis
     is flipped by a view (no copy of a 3600 x 1800 layer), any other order is sorted."""
-    layer = da.transpose(lat_name, lon_name)
-    for name, descending in ((lat_name, True), (lon_name, False)):
-        c = layer[name].values
-        step = np.diff(c)
-        if c.size < 2 or np.all(step < 0 if descending else step > 0):
-            continue
-        if np.all(step > 0 if descending else step < 0):
-            layer = layer.isel({name: slice(None, None, -1)})
-        else:
-            layer = layer.sortby(name, ascending=not descending)
-    return layer
+    layer = ascending(ascending(da.transpose(lat_name, lon_name), lon_name), lat_name)
+    return layer.isel({lat_name: slice(None, None, -1)})
 
 
 def _spatial_dims(da: xr.DataArray) -> tuple[str, str]:

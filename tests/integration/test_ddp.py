@@ -32,7 +32,7 @@ from smcast.model.registry import current_name
 from smcast.model.scaling import Scalers
 from smcast.store import DailyStore
 from smcast.train import retrain as retrain_module
-from smcast.train.data import land_cell_count, load_cells
+from smcast.train.data import load_cells
 from smcast.train.retrain import build_model, periods, retrain, training_cells
 
 SETS = ["grid.area=[48,4,44,10]", "source.demo.epoch=2021-01-01", "model.hidden_size=16",
@@ -115,7 +115,7 @@ def test_two_processes_match_one(year):
     rows = Ledger(cfg.database_path).runs(10, "retrain")
     assert [r.status for r in rows] == ["ok", "ok"]
     assert "[rank 1/2]" in two.stderr and "[rank 0/2]" in two.stderr
-    n_land = land_cell_count(DailyStore(cfg.store_path))
+    n_land = DailyStore(cfg.store_path).land_cells
     assert (ddp["training"]["processes"], ddp["training"]["cells"]) == (2, n_land)
     assert ddp["training"]["test_cells"] == len(range(0, n_land, 2))  # rank 0's share
     assert single["training"]["test_cells"] == n_land
@@ -155,7 +155,7 @@ def test_max_cells_bounds_the_cells_loaded(year, monkeypatch):
     for name, a in full.to_arrays().items():
         np.testing.assert_array_equal(model.scalers.to_arrays()[name], a, err_msg=name)
     np.testing.assert_array_equal(training_cells(94, 30, cfg.train.seed),
-                                  training_cells(land_cell_count(store), 30, cfg.train.seed))
+                                  training_cells(store.land_cells, 30, cfg.train.seed))
 
 
 INJECT = """import os

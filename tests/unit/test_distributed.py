@@ -24,7 +24,7 @@ from smcast.model import DEFAULT_STATIC_INPUTS, get_variant
 from smcast.model.scaling import CellRanges, Scalers
 from smcast.model.wrapper import DEFAULT_DYNAMIC_INPUTS, SoilMoistureModel
 from smcast.store import DailyStore, store_lock
-from smcast.train.data import land_cell_count, load_cells, load_inputs_target, load_statics
+from smcast.train.data import load_cells, load_inputs_target, load_statics
 from smcast.train.distributed import SINGLE, Dist, session, world_size
 from smcast.train.retrain import fit_scalers_banded, training_cells
 from smcast.train.trainer import CHECKPOINT, train
@@ -157,7 +157,7 @@ def _worker(rank: int, world: int, port: int, store_path: str, out: str) -> None
     store, run_dir = DailyStore(store_path), Path(out) / "run"
     with session("cpu") as d:
         assert (d.rank, d.world, d.backend) == (rank, world, "gloo")
-        cells = training_cells(land_cell_count(store), None, 0)
+        cells = training_cells(store.land_cells, None, 0)
         share = d.share(cells)
         scalers = fit_scalers_banded(store, FIRST, FIT_LAST, DYN, STAT, d, band_cells=4)
         data = load_cells(store, FIRST, LAST, DYN, STAT, deep=True, cells=share)
@@ -181,7 +181,7 @@ def _worker(rank: int, world: int, port: int, store_path: str, out: str) -> None
                                  "resume_exact": bool(np.array_equal(_flat(resumed),
                                                                      _flat(straight)))})
         if d.is_main:
-            summary = {"n_land": land_cell_count(store), "ranks": gathered,
+            summary = {"n_land": store.land_cells, "ranks": gathered,
                        "ck_world": ck["world"], "ck_rngs": len(ck["rng"]),
                        "ck_rngs_differ": ck["rng"][0] != ck["rng"][1],
                        "ck_epoch": ck["epoch"]}
